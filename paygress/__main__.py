@@ -1,0 +1,5 @@
+import sys
+
+from paygress.cli import main
+
+sys.exit(main())

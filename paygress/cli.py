@@ -1,0 +1,162 @@
+"""The `paygress` command: serve, operator wallet, mnemonic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from paygress import __version__
+
+DEFAULT_SOCKET = "/run/paygress/paygress.sock"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.func(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paygress", description="Pay-per-use ingress: an Envoy ext_authz service for Cashu."
+    )
+    parser.add_argument("--version", action="version", version=f"paygress {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the ext_authz gRPC service")
+    serve.add_argument("--config", help="YAML config file (default: $PAYGRESS_CONFIG)")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and print a summary")
+    check.add_argument("--config", help="YAML config file (default: $PAYGRESS_CONFIG)")
+    check.set_defaults(func=_check_config)
+
+    mnemonic = sub.add_parser("mnemonic", help="print a new BIP39 mnemonic for the wallet seed")
+    mnemonic.set_defaults(func=_mnemonic)
+
+    wallet = sub.add_parser("wallet", help="the operator wallet (talks to the running server)")
+    wallet.add_argument(
+        "--socket",
+        default=os.environ.get("PAYGRESS_SOCKET", DEFAULT_SOCKET),
+        help="the server's Unix socket (default: $PAYGRESS_SOCKET or %(default)s)",
+    )
+    wsub = wallet.add_subparsers(metavar="ACTION")
+    balance = wsub.add_parser("balance", help="spendable and pending ecash per mint")
+    balance.set_defaults(func=_balance)
+    withdraw = wsub.add_parser("withdraw", help="take earnings out as a Cashu token")
+    withdraw.add_argument("amount", type=int)
+    withdraw.add_argument("--mint", help="mint to pay out from (needed with several)")
+    withdraw.set_defaults(func=_withdraw)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from paygress.config import ConfigError, load_config, load_mnemonic
+    from paygress.logs import setup_logging
+    from paygress.server import serve
+
+    try:
+        config = load_config(args.config)
+        mnemonic = load_mnemonic()
+    except ConfigError as exc:
+        print(f"paygress: config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config, mnemonic))
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"paygress: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from paygress.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"paygress: config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"socket: {config.listen.socket} (mode {config.listen.socket_mode:04o})")
+    print(f"tcp: {config.listen.tcp or 'off'}")
+    print(f"mints: {', '.join(config.mints) or 'none'}")
+    for rule in config.routes:
+        print(f"route {rule.name}: {rule.describe(config.unit)} ({rule.mode.value})")
+    return 0
+
+
+def _mnemonic(args: argparse.Namespace) -> int:
+    from paygress.cashu.nut13 import Seed
+
+    print(Seed.generate_mnemonic())
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> tuple[grpc.Channel, object]:
+    from paygress.v1 import admin_pb2_grpc
+
+    channel = grpc.insecure_channel(f"unix:{args.socket}")
+    return channel, admin_pb2_grpc.WalletAdminStub(channel)
+
+
+def _call(args: argparse.Namespace, method: str, request: object) -> object | None:
+    channel, stub = _admin(args)
+    with channel:
+        try:
+            return getattr(stub, method)(request, timeout=60)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            detail = exc.details()  # type: ignore[attr-defined]
+            if code is grpc.StatusCode.UNAVAILABLE:
+                detail = f"no server at {args.socket} ({detail}); is `paygress serve` running?"
+            print(f"paygress: {detail}", file=sys.stderr)
+            return None
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from paygress.v1 import admin_pb2
+
+    response = _call(args, "Balance", admin_pb2.BalanceRequest())
+    if response is None:
+        return 1
+    balances = response.balances  # type: ignore[attr-defined]
+    if not balances:
+        print("the wallet is empty")
+    for b in balances:
+        print(f"{b.mint}  {b.spendable} {b.unit} spendable  {b.pending} {b.unit} pending")
+    return 0
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    from paygress.v1 import admin_pb2
+
+    if args.amount <= 0:
+        print("paygress: amount must be positive", file=sys.stderr)
+        return 2
+    request = admin_pb2.WithdrawRequest(amount=args.amount, mint=args.mint or "")
+    response = _call(args, "Withdraw", request)
+    if response is None:
+        return 1
+    print(
+        f"withdrawal {response.withdrawal_id}: {response.amount}",  # type: ignore[attr-defined]
+        file=sys.stderr,
+    )
+    print(response.token)  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

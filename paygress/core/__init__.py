@@ -1,0 +1,1 @@
+"""The decision core: pure, typed, free of gRPC, HTTP, SQL and Kubernetes."""

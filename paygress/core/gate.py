@@ -1,0 +1,323 @@
+"""The payment gate: decides, for one HTTP request, allow or deny (402/400/503)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from paygress.cashu.models import Token
+from paygress.cashu.token import TokenError, parse_token
+from paygress.core.grants import GrantBook
+from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
+from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
+from paygress.core.ports import (
+    GrantStore,
+    Metrics,
+    MintUnreachable,
+    NullMetrics,
+    PaymentRejected,
+    Wallet,
+)
+from paygress.core.responses import deny
+
+log = logging.getLogger("paygress.gate")
+
+FREE = Allow(reason="free")
+PAID_HEADER_PREFIX = "x-paygress-"
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    unit: str
+    mints: tuple[str, ...]
+    max_token_bytes: int = 8192
+    max_proofs: int = 64
+    retry_after_seconds: int = 5
+
+
+def token_hash(raw: str) -> str:
+    """Short, non-reversible name of a token for logs."""
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def fingerprint(token: Token) -> str:
+    """Identity of a token's proofs, independent of encoding (V3/V4) and proof order."""
+    ys = sorted(p.y() for p in token.proofs)
+    return hashlib.sha256("".join(ys).encode()).hexdigest()
+
+
+class Gate:
+    """The decision. Knows prices, grants and the wallet port; nothing of gRPC or SQL."""
+
+    def __init__(
+        self,
+        pricing: Pricing,
+        settings: GateSettings,
+        wallet: Wallet,
+        store: GrantStore,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pricing = pricing
+        self.settings = settings
+        self.wallet = wallet
+        self.store = store
+        self.metrics = metrics or NullMetrics()
+        self.clock = clock
+        self.book = GrantBook()
+        self._inflight: dict[str, asyncio.Task[Grant]] = {}
+        self._allowed = frozenset(settings.mints)
+
+    async def start(self) -> None:
+        """Loads the live grants from the store into memory."""
+        for grant in await self.store.load_active_grants(self.clock()):
+            self.book.add(grant)
+
+    async def flush(self) -> int:
+        """Writes counted usage to the store and forgets used-up grants; returns rows written."""
+        dirty = self.book.take_dirty()
+        if dirty:
+            try:
+                await self.store.save_usage(dirty)
+            except BaseException:
+                for grant in dirty:
+                    self.book.touched(grant)
+                raise
+        self.book.evict_unusable(self.clock())
+        return len(dirty)
+
+    async def drain(self) -> None:
+        """Waits for redemptions under way (they hold money not yet persisted)."""
+        if self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    def _redeemed(self, fp: str, task: asyncio.Task[Grant]) -> None:
+        self._inflight.pop(fp, None)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, PaymentRejected | MintUnreachable):
+                log.error("redemption failed unexpectedly", exc_info=exc)
+
+    async def check(self, request: HttpRequest) -> Decision:
+        """Judges one request. Never raises for bad input: every problem becomes a Deny."""
+        started = time.perf_counter()
+        decision = await self._check(request)
+        outcome = "allow" if isinstance(decision, Allow) else "deny"
+        self.metrics.decision(outcome, decision.reason, time.perf_counter() - started)
+        return decision
+
+    async def _check(self, request: HttpRequest) -> Decision:
+        headers = request.headers
+        spoofed = tuple(h for h in headers if h.startswith(PAID_HEADER_PREFIX))
+        try:
+            rule = self.pricing.match(request.method, request.host, request.path, request.context)
+        except ValueError as exc:
+            log.error("route misconfigured: %s", exc)
+            return deny(500, "misconfigured", "route_misconfigured", str(exc))
+        if rule is None:
+            return Allow(reason="free", remove_headers=spoofed) if spoofed else FREE
+        raw = _extract_token(headers)
+        if raw is None:
+            return self._pay(rule, 402, "payment_required", "Payment required.")
+        if len(raw) > self.settings.max_token_bytes:
+            return self._pay(
+                rule,
+                400,
+                "too_large",
+                f"The token is larger than {self.settings.max_token_bytes} bytes.",
+            )
+        key = hashlib.sha256(raw.encode()).digest()
+        grant = self.book.by_token(key)
+        if grant is None:
+            self.metrics.redeem_cache(False)
+            found = await self._grant_for(raw, key, rule)
+            if isinstance(found, Deny):
+                return found
+            grant = found
+        else:
+            self.metrics.redeem_cache(True)
+        return self._use(grant, rule, headers, spoofed)
+
+    def _use(
+        self, grant: Grant, rule: RouteRule, headers: Mapping[str, str], spoofed: tuple[str, ...]
+    ) -> Decision:
+        now = self.clock()
+        if grant.route != rule.name:
+            return self._pay(
+                rule,
+                400,
+                "wrong_route",
+                f"This token paid for route {grant.route!r}, not {rule.name!r}.",
+            )
+        if not grant.usable(now):
+            reason = "exhausted" if grant.mode is Mode.PER_REQUEST else "expired"
+            return self._pay(rule, 402, reason, f"The token's payment is used up ({reason}).")
+        if grant.mode is Mode.PER_REQUEST:
+            grant.requests_left -= 1
+            self.book.touched(grant)
+            left = ("x-paygress-remaining", str(grant.requests_left))
+        else:
+            left = ("x-paygress-expires", str(int(grant.expires_at)))
+        upstream = (
+            ("x-paygress-paid", str(grant.paid)),
+            ("x-paygress-unit", grant.unit),
+            ("x-paygress-grant", grant.id[:16]),
+            ("x-paygress-route", grant.route),
+            left,
+        )
+        remove = ["x-cashu"] if "x-cashu" in headers else []
+        if "authorization" in headers and _authorization_token(headers["authorization"]):
+            remove.append("authorization")
+        remove.extend(h for h in spoofed if h not in {k for k, _ in upstream})
+        return Allow(
+            reason="paid",
+            upstream_headers=upstream,
+            response_headers=(left, ("x-paygress-grant", grant.id[:16])),
+            remove_headers=tuple(remove),
+        )
+
+    async def _grant_for(self, raw: str, key: bytes, rule: RouteRule) -> Grant | Deny:
+        """Finds or creates the grant of a token seen for the first time in memory."""
+        try:
+            token = parse_token(
+                raw,
+                max_bytes=self.settings.max_token_bytes,
+                max_proofs=self.settings.max_proofs,
+            )
+        except TokenError as exc:
+            return self._pay(rule, 400, exc.reason, f"Invalid Cashu token: {exc}")
+        problem = self._precheck(token, rule)
+        if problem is not None:
+            return problem
+        fp = fingerprint(token)
+        grant = self.book.by_id(fp)
+        if grant is not None:
+            return self.book.add(grant, key)
+        task = self._inflight.get(fp)
+        if task is None:
+            # The redemption runs as its own task: a client that goes away (Envoy timeout,
+            # cancelled RPC) must not cancel a swap whose proofs are not yet persisted.
+            task = asyncio.create_task(self._redeem(token, fp, rule, raw))
+            self._inflight[fp] = task
+            task.add_done_callback(lambda t: self._redeemed(fp, t))
+        try:
+            grant = await asyncio.shield(task)
+        except PaymentRejected as exc:
+            return self._pay(rule, 400, exc.reason, exc.message)
+        except MintUnreachable as exc:
+            return deny(
+                503,
+                "mint_unavailable",
+                exc.reason,
+                exc.message,
+                extra_headers=(("retry-after", str(self.settings.retry_after_seconds)),),
+            )
+        if grant.usable(self.clock()):
+            grant = self.book.add(grant, key)
+        return grant
+
+    async def _redeem(self, token: Token, fp: str, rule: RouteRule, raw: str) -> Grant:
+        stored = await self.store.get_grant(fp)
+        if stored is not None:
+            log.info("token %s known from the store (grant %s)", token_hash(raw), fp[:16])
+            return stored
+
+        def grant_for(received: Received) -> Grant:
+            return self._new_grant(fp, rule, token, received)
+
+        grant = await self.wallet.redeem(token, fp, grant_for)
+        self.metrics.received(grant.unit, grant.paid)
+        log.info(
+            "redeemed token %s: %d %s for route %s (grant %s)",
+            token_hash(raw),
+            grant.paid,
+            grant.unit,
+            grant.route,
+            fp[:16],
+        )
+        return grant
+
+    def _new_grant(self, fp: str, rule: RouteRule, token: Token, received: Received) -> Grant:
+        if received.net < rule.price:
+            raise PaymentRejected(
+                "insufficient_after_fees",
+                f"The token is worth {received.net} {self.settings.unit} after the mint's fee of "
+                f"{received.fee}; the price is {rule.price}.",
+            )
+        now = self.clock()
+        units = rule.buys(received.net)
+        return Grant(
+            id=fp,
+            route=rule.name,
+            mode=rule.mode,
+            unit=self.settings.unit,
+            mint=normalize_mint_url(token.mint),
+            paid=received.net,
+            created_at=now,
+            requests_left=units if rule.mode is Mode.PER_REQUEST else 0,
+            expires_at=now + units if rule.mode is Mode.PER_SECOND else 0.0,
+        )
+
+    def _precheck(self, token: Token, rule: RouteRule) -> Deny | None:
+        """Checks that need no network: mint allow-list, unit, amount."""
+        try:
+            mint = normalize_mint_url(token.mint)
+        except ValueError:
+            return self._pay(rule, 400, "bad_mint_url", "The token's mint URL is not valid.")
+        if mint not in self._allowed:
+            return self._pay(
+                rule, 400, "mint_not_accepted", "The token's mint is not accepted here."
+            )
+        if token.unit != self.settings.unit:
+            return self._pay(
+                rule,
+                400,
+                "wrong_unit",
+                f"The token's unit is {token.unit!r}; this route is priced in "
+                f"{self.settings.unit!r}.",
+            )
+        if token.amount < rule.price:
+            return self._pay(
+                rule,
+                400,
+                "insufficient",
+                f"The token is worth {token.amount} {self.settings.unit}; "
+                f"the price is {rule.price}.",
+            )
+        return None
+
+    def _pay(self, rule: RouteRule, status: int, reason: str, message: str) -> Deny:
+        error = "payment_required" if status == 402 else "bad_payment"
+        return deny(
+            status,
+            error,
+            reason,
+            message,
+            rule=rule,
+            unit=self.settings.unit,
+            mints=self.settings.mints,
+        )
+
+
+def _extract_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("x-cashu")
+    if value:
+        return value.strip()
+    auth = headers.get("authorization")
+    return _authorization_token(auth) if auth else None
+
+
+def _authorization_token(value: str) -> str | None:
+    scheme, _, rest = value.strip().partition(" ")
+    scheme = scheme.lower()
+    rest = rest.strip()
+    if scheme == "cashu" and rest:
+        return rest
+    if scheme == "bearer" and rest.startswith("cashu"):
+        return rest
+    return None

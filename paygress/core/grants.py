@@ -1,0 +1,49 @@
+"""The in-memory side of the redeem cache: live grants by token hash and by id."""
+
+from __future__ import annotations
+
+from paygress.core.model import Grant
+
+
+class GrantBook:
+    """Live grants. Usage is counted here and written behind to the store by `take_dirty`."""
+
+    def __init__(self) -> None:
+        self._by_token: dict[bytes, Grant] = {}
+        self._by_id: dict[str, Grant] = {}
+        self._keys: dict[str, list[bytes]] = {}
+        self._dirty: dict[str, Grant] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def by_token(self, key: bytes) -> Grant | None:
+        return self._by_token.get(key)
+
+    def by_id(self, grant_id: str) -> Grant | None:
+        return self._by_id.get(grant_id)
+
+    def add(self, grant: Grant, key: bytes | None = None) -> Grant:
+        """Remembers a grant (the one already held wins) and a token hash that leads to it."""
+        grant = self._by_id.setdefault(grant.id, grant)
+        if key is not None and key not in self._by_token:
+            self._by_token[key] = grant
+            self._keys.setdefault(grant.id, []).append(key)
+        return grant
+
+    def touched(self, grant: Grant) -> None:
+        self._dirty[grant.id] = grant
+
+    def take_dirty(self) -> list[Grant]:
+        dirty = list(self._dirty.values())
+        self._dirty.clear()
+        return dirty
+
+    def evict_unusable(self, now: float) -> int:
+        """Forgets grants that are used up (the store still has them); returns how many."""
+        gone = [g for g in self._by_id.values() if not g.usable(now) and g.id not in self._dirty]
+        for grant in gone:
+            del self._by_id[grant.id]
+            for key in self._keys.pop(grant.id, ()):
+                self._by_token.pop(key, None)
+        return len(gone)

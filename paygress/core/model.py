@@ -1,0 +1,76 @@
+"""Plain data the core speaks: the request it judges, the decision it returns, the grants it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from paygress.core.pricing import Mode
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """The facts of one HTTP request that the decision needs. Header names are lowercase."""
+
+    method: str
+    host: str
+    path: str
+    headers: Mapping[str, str]
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the request through, adding headers upstream and to the client's response."""
+
+    reason: str
+    upstream_headers: Headers = ()
+    response_headers: Headers = ()
+    remove_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Answer the client directly with this status, headers and body."""
+
+    status: int
+    reason: str
+    headers: Headers = ()
+    body: bytes = b""
+
+
+Decision = Allow | Deny
+
+
+@dataclass(slots=True)
+class Grant:
+    """What a redeemed token paid for, keyed by the token's proof fingerprint."""
+
+    id: str
+    route: str
+    mode: Mode
+    unit: str
+    mint: str
+    paid: int
+    created_at: float
+    requests_left: int = 0
+    expires_at: float = 0.0
+
+    def usable(self, now: float) -> bool:
+        if self.mode is Mode.PER_REQUEST:
+            return self.requests_left > 0
+        return now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The outcome of redeeming a token: what reached the operator's wallet."""
+
+    amount_in: int
+    fee: int
+
+    @property
+    def net(self) -> int:
+        return self.amount_in - self.fee

@@ -1,0 +1,77 @@
+"""Builders for the denials the client sees: 402 with a NUT-18 request, 400 with a reason, 503."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from paygress.cashu.nut18 import PaymentRequest, encode_payment_request
+from paygress.core.model import Deny, Headers
+from paygress.core.pricing import Mode, RouteRule
+
+JSON = ("content-type", "application/json")
+
+
+@lru_cache(maxsize=1024)
+def payment_request(rule: RouteRule, unit: str, mints: tuple[str, ...]) -> str:
+    """The NUT-18 `creqA…` request for one payment of the route's price (cached per rule)."""
+    return encode_payment_request(
+        PaymentRequest(
+            amount=rule.price,
+            unit=unit,
+            mints=mints,
+            description=rule.description or f"{rule.name}: {rule.describe(unit)}",
+            id=None,
+            single_use=None,
+        )
+    )
+
+
+def offer(rule: RouteRule, unit: str, mints: tuple[str, ...]) -> dict[str, Any]:
+    """The facts of a payment in plain JSON."""
+    return {
+        "route": rule.name,
+        "amount": rule.price,
+        "unit": unit,
+        "mints": list(mints),
+        "mode": rule.mode.value,
+        "buys": rule.describe(unit),
+        "request": payment_request(rule, unit, mints),
+    }
+
+
+def how_to_pay(rule: RouteRule, unit: str) -> str:
+    what = "requests" if rule.mode is Mode.PER_REQUEST else "seconds of access"
+    return (
+        f"Send a Cashu token worth at least {rule.price} {unit} from one of the listed mints "
+        "in the X-Cashu request header (or 'Authorization: Cashu <token>'). "
+        f"Paying more buys more {what}: {rule.describe(unit)}; "
+        "send the same token again on later requests until it is used up."
+    )
+
+
+def deny(
+    status: int,
+    error: str,
+    reason: str,
+    message: str,
+    *,
+    rule: RouteRule | None = None,
+    unit: str = "sat",
+    mints: tuple[str, ...] = (),
+    extra_headers: Headers = (),
+) -> Deny:
+    """A JSON denial; with `rule`, it carries a fresh X-Cashu payment request and the offer."""
+    body: dict[str, Any] = {"error": error, "reason": reason, "message": message}
+    headers: list[tuple[str, str]] = [JSON, *extra_headers]
+    if rule is not None:
+        body["payment"] = offer(rule, unit, mints)
+        body["how_to_pay"] = how_to_pay(rule, unit)
+        headers.append(("x-cashu", payment_request(rule, unit, mints)))
+    return Deny(
+        status=status,
+        reason=reason,
+        headers=tuple(headers),
+        body=json.dumps(body, separators=(",", ":")).encode(),
+    )

@@ -1,0 +1,1 @@
+"""Durable state: the operator's ecash, grants (the redeem cache) and swap bookkeeping."""

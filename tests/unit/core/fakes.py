@@ -1,0 +1,80 @@
+"""In-memory stand-ins for the gate's ports, and a maker of well-formed tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from coincurve import PrivateKey
+
+from paygress.cashu.models import Proof, Token
+from paygress.cashu.token import encode_token_v3, encode_token_v4
+from paygress.core.model import Grant, Received
+from paygress.core.ports import RedeemError
+
+MINT = "http://mint.test"
+KEYSET = "00ad268c4d1f5826"
+
+
+def make_token(
+    amounts: Sequence[int] = (8, 2),
+    *,
+    mint: str = MINT,
+    unit: str = "sat",
+    version: int = 4,
+) -> str:
+    proofs = tuple(
+        Proof(
+            keyset_id=KEYSET,
+            amount=a,
+            secret=secrets.token_hex(32),
+            C=PrivateKey().public_key.format().hex(),
+        )
+        for a in amounts
+    )
+    token = Token(mint=mint, unit=unit, proofs=proofs, memo=None, version=version)
+    return encode_token_v4(token) if version == 4 else encode_token_v3(token)
+
+
+class FakeWallet:
+    """Redeems every token for its face value minus `fee`, or raises `error`."""
+
+    def __init__(self, fee: int = 0) -> None:
+        self.fee = fee
+        self.error: RedeemError | None = None
+        self.calls = 0
+        self.delay = 0.0
+        self.store: FakeStore | None = None
+
+    async def redeem(
+        self, token: Token, fingerprint: str, grant_for: Callable[[Received], Grant]
+    ) -> Grant:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        grant = grant_for(Received(amount_in=token.amount, fee=self.fee))
+        if self.store is not None:
+            self.store.grants[grant.id] = replace(grant)
+        return grant
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.grants: dict[str, Grant] = {}
+        self.saves = 0
+
+    async def get_grant(self, grant_id: str) -> Grant | None:
+        grant = self.grants.get(grant_id)
+        return replace(grant) if grant else None
+
+    async def load_active_grants(self, now: float) -> list[Grant]:
+        return [replace(g) for g in self.grants.values() if g.usable(now)]
+
+    async def save_usage(self, grants: Sequence[Grant]) -> None:
+        self.saves += 1
+        for g in grants:
+            self.grants[g.id] = replace(g)

@@ -1,0 +1,234 @@
+import asyncio
+import json
+
+import pytest
+
+from paygress.cashu.nut18 import decode_payment_request
+from paygress.core.gate import Gate, GateSettings
+from paygress.core.model import Allow, Deny, HttpRequest
+from paygress.core.ports import MintUnreachable, PaymentRejected
+from paygress.core.pricing import Mode, Pricing, RouteRule
+
+from .fakes import MINT, FakeStore, FakeWallet, make_token
+
+API = RouteRule(name="api", price=4, path_prefix="/api/")
+TIMED = RouteRule(name="timed", price=5, mode=Mode.PER_SECOND, grants=60, path_prefix="/live/")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_gate(fee: int = 0) -> tuple[Gate, FakeWallet, FakeStore, Clock]:
+    store = FakeStore()
+    wallet = FakeWallet(fee)
+    wallet.store = store
+    clock = Clock()
+    gate = Gate(
+        Pricing((API, TIMED)),
+        GateSettings(unit="sat", mints=(MINT,), max_token_bytes=4096, max_proofs=8),
+        wallet,
+        store,
+        clock=clock,
+    )
+    return gate, wallet, store, clock
+
+
+def req(path: str = "/api/x", **headers: str) -> HttpRequest:
+    return HttpRequest(method="GET", host="h", path=path, headers=headers)
+
+
+def body(decision: Deny) -> dict[str, object]:
+    return json.loads(decision.body)
+
+
+async def test_free_route_allows_without_payment() -> None:
+    gate, wallet, *_ = make_gate()
+    decision = await gate.check(req("/public"))
+    assert isinstance(decision, Allow) and decision.reason == "free"
+    assert wallet.calls == 0
+
+
+async def test_free_route_strips_spoofed_paid_headers() -> None:
+    gate, *_ = make_gate()
+    decision = await gate.check(req("/public", **{"x-paygress-paid": "1000"}))
+    assert isinstance(decision, Allow) and decision.remove_headers == ("x-paygress-paid",)
+
+
+async def test_priced_route_without_payment_is_402_with_request() -> None:
+    gate, *_ = make_gate()
+    decision = await gate.check(req())
+    assert isinstance(decision, Deny) and decision.status == 402
+    headers = dict(decision.headers)
+    pr = decode_payment_request(headers["x-cashu"])
+    assert (pr.amount, pr.unit, pr.mints) == (4, "sat", (MINT,))
+    data = body(decision)
+    assert data["reason"] == "payment_required"
+    assert data["payment"]["amount"] == 4  # type: ignore[index]
+    assert "X-Cashu" in str(data["how_to_pay"])
+
+
+@pytest.mark.parametrize("header", ["x-cashu", "authorization-cashu", "authorization-bearer"])
+async def test_paid_token_buys_requests_until_exhausted(header: str) -> None:
+    gate, wallet, _, _ = make_gate()
+    token = make_token((8, 4))  # 12 sat at 4 sat per request: 3 requests
+    if header == "x-cashu":
+        headers = {"x-cashu": token}
+    else:
+        scheme = "Cashu" if header.endswith("cashu") else "Bearer"
+        headers = {"authorization": f"{scheme} {token}"}
+    remaining = []
+    for _ in range(3):
+        decision = await gate.check(req(**headers))
+        assert isinstance(decision, Allow), decision
+        remaining.append(dict(decision.upstream_headers)["x-paygress-remaining"])
+        assert dict(decision.upstream_headers)["x-paygress-paid"] == "12"
+        assert decision.remove_headers[0] in ("x-cashu", "authorization")
+    assert remaining == ["2", "1", "0"]
+    decision = await gate.check(req(**headers))
+    assert isinstance(decision, Deny) and decision.status == 402
+    assert body(decision)["reason"] == "exhausted"
+    assert wallet.calls == 1
+
+
+async def test_v3_and_v4_encodings_of_one_payment_share_a_grant() -> None:
+    from paygress.cashu.token import encode_token_v3, parse_token
+
+    gate, wallet, *_ = make_gate()
+    v4 = make_token((8,))
+    v3 = encode_token_v3(parse_token(v4))
+    assert isinstance(await gate.check(req(**{"x-cashu": v4})), Allow)
+    assert isinstance(await gate.check(req(**{"x-cashu": v3})), Allow)
+    assert isinstance(await gate.check(req(**{"x-cashu": v4})), Deny)  # 8 sat = 2 requests
+    assert wallet.calls == 1
+
+
+async def test_per_second_grant_expires() -> None:
+    gate, _, _, clock = make_gate()
+    token = make_token((8, 2))  # 10 sat at 5 sat per 60 s: 120 s
+    decision = await gate.check(req("/live/a", **{"x-cashu": token}))
+    assert isinstance(decision, Allow)
+    assert dict(decision.response_headers)["x-paygress-expires"] == str(int(clock.now + 120))
+    clock.now += 119
+    assert isinstance(await gate.check(req("/live/a", **{"x-cashu": token})), Allow)
+    clock.now += 2
+    decision = await gate.check(req("/live/a", **{"x-cashu": token}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "expired"
+
+
+async def test_token_paid_for_one_route_does_not_open_another() -> None:
+    gate, *_ = make_gate()
+    token = make_token((8, 2))
+    assert isinstance(await gate.check(req("/api/a", **{"x-cashu": token})), Allow)
+    decision = await gate.check(req("/live/a", **{"x-cashu": token}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "wrong_route"
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("cashuBnotbase64!!", "malformed"),
+        ("garbage", "malformed"),
+        (make_token((2,)), "insufficient"),
+        (make_token((8,), mint="https://evil.example"), "mint_not_accepted"),
+        (make_token((8,), unit="usd"), "wrong_unit"),
+        (make_token((1,) * 9), "too_many_proofs"),
+        ("cashuB" + "A" * 5000, "too_large"),
+    ],
+)
+async def test_bad_tokens_get_400_with_reason_and_fresh_request(token: str, reason: str) -> None:
+    gate, wallet, *_ = make_gate()
+    decision = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(decision, Deny) and decision.status == 400
+    assert body(decision)["reason"] == reason
+    assert dict(decision.headers)["x-cashu"].startswith("creqA")
+    assert wallet.calls == 0
+
+
+async def test_bearer_that_is_not_cashu_is_no_payment() -> None:
+    gate, *_ = make_gate()
+    decision = await gate.check(req(authorization="Bearer eyJhbGciOi"))
+    assert isinstance(decision, Deny) and decision.status == 402
+
+
+async def test_fee_reduces_what_is_bought_and_can_make_it_insufficient() -> None:
+    gate, *_ = make_gate(fee=1)
+    decision = await gate.check(req(**{"x-cashu": make_token((8, 1))}))  # 9 - 1 = 8: 2 requests
+    assert isinstance(decision, Allow)
+    assert dict(decision.upstream_headers)["x-paygress-remaining"] == "1"
+    decision = await gate.check(req(**{"x-cashu": make_token((4,))}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "insufficient_after_fees"
+
+
+async def test_mint_rejection_and_outage() -> None:
+    gate, wallet, *_ = make_gate()
+    wallet.error = PaymentRejected("already_spent", "spent")
+    decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
+    assert isinstance(decision, Deny) and decision.status == 400
+    assert body(decision)["reason"] == "already_spent"
+    wallet.error = MintUnreachable("mint_unavailable", "down")
+    decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
+    assert isinstance(decision, Deny) and decision.status == 503
+    assert dict(decision.headers)["retry-after"] == "5"
+
+
+async def test_concurrent_requests_with_one_token_redeem_once() -> None:
+    gate, wallet, *_ = make_gate()
+    wallet.delay = 0.05
+    token = make_token((64, 16))  # 80 sat: 20 requests
+    decisions = await asyncio.gather(*(gate.check(req(**{"x-cashu": token})) for _ in range(25)))
+    allowed = [d for d in decisions if isinstance(d, Allow)]
+    assert wallet.calls == 1
+    assert len(allowed) == 20
+    assert {body(d)["reason"] for d in decisions if isinstance(d, Deny)} == {"exhausted"}
+
+
+async def test_cancelled_request_does_not_cancel_redemption() -> None:
+    gate, wallet, store, _ = make_gate()
+    wallet.delay = 0.05
+    token = make_token((8,))
+    task = asyncio.create_task(gate.check(req(**{"x-cashu": token})))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await gate.drain()
+    assert len(store.grants) == 1
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+    assert wallet.calls == 1
+
+
+async def test_usage_survives_restart_through_the_store() -> None:
+    gate, wallet, store, clock = make_gate()
+    token = make_token((8,))
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+    await gate.flush()
+    restarted = Gate(gate.pricing, gate.settings, wallet, store, clock=clock)
+    await restarted.start()
+    assert isinstance(await restarted.check(req(**{"x-cashu": token})), Allow)
+    await restarted.flush()
+    again = Gate(gate.pricing, gate.settings, wallet, store, clock=clock)
+    await again.start()
+    decision = await again.check(req(**{"x-cashu": token}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "exhausted"
+    assert wallet.calls == 1
+
+
+async def test_flush_evicts_used_up_grants_from_memory() -> None:
+    gate, *_ = make_gate()
+    token = make_token((4,))
+    await gate.check(req(**{"x-cashu": token}))
+    assert len(gate.book) == 1
+    await gate.flush()
+    assert len(gate.book) == 0
+    decision = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "exhausted"
+
+
+async def test_context_extension_misconfiguration_is_a_denial_not_a_crash() -> None:
+    gate, *_ = make_gate()
+    request = HttpRequest("GET", "h", "/", {}, {"paygress.price": "lots"})
+    decision = await gate.check(request)
+    assert isinstance(decision, Deny) and decision.status == 500
