@@ -1,0 +1,37 @@
+"""Baseline (b): a grpc.aio ext_authz server that allows everything and does nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2, status_pb2
+
+OK = external_auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=code_pb2.OK), ok_response=external_auth_pb2.OkHttpResponse()
+)
+
+
+class Empty(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return OK
+
+
+async def main(socket: str) -> None:
+    if os.path.exists(socket):
+        os.unlink(socket)
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Empty(), server)
+    server.add_insecure_port(f"unix:{socket}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket", required=True)
+    asyncio.run(main(parser.parse_args().socket))

@@ -1,0 +1,199 @@
+"""ext_authz throughput through real Envoy: the cost of Paygress against an empty handler.
+
+Scenarios, all through the same Envoy config (deploy/envoy/envoy.yaml) with a direct
+response standing in for the upstream, so only the authorization path differs:
+  (a) no ext_authz filter at all
+  (b) ext_authz → an empty grpc.aio handler (bench/empty_authz.py)
+  (c) ext_authz → Paygress, free route
+  (d) ext_authz → Paygress, priced route, paid with a token already in the redeem cache
+Rounds are interleaved (a b c d a b c d …) and the median of each is reported, because
+these machines are noisy; compare the ratios c/b and d/b, not absolute numbers.
+
+    .venv/bin/python -m bench.ext_authz [--seconds 10] [--rounds 3] [--connections 16]
+Needs `wrk` (Debian package; installed on demand when running as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.peers.envoy import EnvoyProxy
+from tests.peers.mint import NutshellMint
+from tests.peers.paygress import PaygressProcess
+from tests.peers.procs import VENV, ManagedProcess, wait_for_unix_socket
+from tests.peers.wallet import CashuWallet
+
+MNEMONIC = (
+    "half depart obvious quality work element tank gorilla view sugar picture humble"
+)
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+class EmptyAuthz(ManagedProcess):
+    name = "empty-authz"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.socket = self.workdir / "empty.sock"
+
+    def command(self) -> list[str]:
+        return [str(VENV / "bin" / "python"), "-m", "bench.empty_authz", "--socket", str(self.socket)]
+
+    def cwd(self) -> Path:
+        return Path(__file__).resolve().parent.parent
+
+    async def wait_ready(self) -> None:
+        await wait_for_unix_socket(self.socket, timeout=15, proc=self)
+
+
+def direct_response(config: dict[str, Any]) -> None:
+    """Replaces the upstream route with a direct response: measure authz, not an upstream."""
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for flt in chain["filters"]:
+                for vhost in flt["typed_config"]["route_config"]["virtual_hosts"]:
+                    for route in vhost["routes"]:
+                        if "route" in route:
+                            del route["route"]
+                            route["direct_response"] = {
+                                "status": 200,
+                                "body": {"inline_string": "ok\n"},
+                            }
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("bench: installing wrk (apt-get)", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("bench: wrk is needed (apt-get install wrk)")
+    return path
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"cannot read latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(wrk: str, url: str, seconds: int, connections: int, headers: list[str]) -> Result:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for header in headers:
+        cmd += ["-H", header]
+    out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    return Result(rps, p50, p99, errors)
+
+
+async def main(args: argparse.Namespace) -> None:
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="paygress-bench-") as tmp:
+        work = Path(tmp)
+        mint = await NutshellMint(work / "mint").start()
+        wallet = await CashuWallet(work / "wallet").start()
+        empty = await EmptyAuthz(work / "empty").start()
+        paygress = await PaygressProcess(
+            {
+                "state_dir": str(work / "state"),
+                "mints": [mint.url],
+                "log_level": "WARNING",
+                "routes": [
+                    {
+                        "name": "paid",
+                        "match": {"path_prefix": "/paid"},
+                        "mode": "per_second",
+                        "price": 1,
+                        "grants": 86_400,
+                    }
+                ],
+            },
+            MNEMONIC,
+            work / "paygress",
+        ).start()
+        common = {"upstream": ("127.0.0.1", 9), "mutate": direct_response}
+        envoys = {
+            "a": await EnvoyProxy(work / "ea", authz=False, name="envoy-a", **common).start(),
+            "b": await EnvoyProxy(
+                work / "eb", paygress_socket=empty.socket, name="envoy-b", **common
+            ).start(),
+            "p": await EnvoyProxy(
+                work / "ep", paygress_socket=paygress.socket_path, name="envoy-p", **common
+            ).start(),
+        }
+        token = await wallet.token(mint.url, 4)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            warm = await client.get(f"{envoys['p'].url}/paid", headers={"X-Cashu": token})
+            if warm.status_code != 200:
+                raise SystemExit(f"bench: paid warm-up got {warm.status_code}: {warm.text}")
+        scenarios = {
+            "a no authz": (envoys["a"].url + "/", []),
+            "b empty grpc.aio": (envoys["b"].url + "/", []),
+            "c paygress free": (envoys["p"].url + "/free", []),
+            "d paygress paid (cached)": (envoys["p"].url + "/paid", [f"X-Cashu: {token}"]),
+        }
+        results: dict[str, list[Result]] = {name: [] for name in scenarios}
+        for _ in range(args.rounds):
+            for name, (url, headers) in scenarios.items():
+                results[name].append(run_wrk(wrk, url, args.seconds, args.connections, headers))
+        for proc in (*envoys.values(), paygress, empty, mint):
+            await proc.stop()
+        await wallet.aclose()
+
+    med = {
+        name: Result(
+            statistics.median(r.rps for r in rs),
+            statistics.median(r.p50_ms for r in rs),
+            statistics.median(r.p99_ms for r in rs),
+            sum(r.errors for r in rs),
+        )
+        for name, rs in results.items()
+    }
+    print(
+        f"ext_authz through Envoy: {args.rounds} rounds x {args.seconds}s, "
+        f"{args.connections} connections, median per scenario"
+    )
+    print(f"{'scenario':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in med.items():
+        print(f"{name:28} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:8d}")
+    b = med["b empty grpc.aio"].rps
+    print(f"ratio c/b (free route vs empty handler):   {med['c paygress free'].rps / b:.3f}")
+    print(f"ratio d/b (cached paid vs empty handler):  {med['d paygress paid (cached)'].rps / b:.3f}")
+    print(f"ratio b/a (cost of any ext_authz):         {b / med['a no authz'].rps:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    asyncio.run(main(parser.parse_args()))
