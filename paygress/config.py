@@ -47,7 +47,7 @@ class Config:
     mints: tuple[str, ...] = ()
     routes: tuple[RouteRule, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    mint_timeout_seconds: float = 5.0
+    mint_timeout_seconds: float = 1.0
     retry_after_seconds: int = 5
     drain_seconds: float = 5.0
     flush_interval_seconds: float = 1.0
@@ -146,7 +146,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         mints=mints,
         routes=routes,
         limits=limits,
-        mint_timeout_seconds=_float(raw.get("mint_timeout_seconds", 5.0), "mint_timeout_seconds"),
+        mint_timeout_seconds=_float(raw.get("mint_timeout_seconds", 1.0), "mint_timeout_seconds"),
         retry_after_seconds=_int(raw.get("retry_after_seconds", 5), "retry_after_seconds", 1),
         drain_seconds=_float(env.get("PAYGRESS_DRAIN_SECONDS", raw.get("drain_seconds", 5.0)), "drain_seconds"),
         flush_interval_seconds=_float(

@@ -77,8 +77,10 @@ class OperatorWallet:
         client = self.client(mint)
         try:
             inputs = await self._full_keyset_ids(mint, token.proofs)
-            fee = input_fee(inputs, {k.id: k.input_fee_ppk for k in self._keysets[mint]})
-            grant = grant_for(Received(amount_in=token.amount, fee=fee))
+            ppk = {k.id: k.input_fee_ppk for k in self._keysets[mint]}
+            fee = input_fee(inputs, ppk)
+            allowance = _fee_allowance(token.amount, max(ppk[p.keyset_id] for p in inputs))
+            grant = grant_for(Received(amount_in=token.amount, fee=fee, fee_allowance=allowance))
             swap = await self.store.get_swap(fingerprint)
             if swap is not None:
                 recovered = await self._recover(swap)
@@ -283,6 +285,11 @@ class OperatorWallet:
             pending_withdrawal=(wid, send),
         )
         return send
+
+
+def _fee_allowance(amount: int, fee_ppk: int) -> int:
+    """The input fee of `amount` sent in the fewest proofs (one per power of two)."""
+    return (bin(amount).count("1") * fee_ppk + 999) // 1000
 
 
 def _resolve(proof: Proof, ids: set[str]) -> Proof | None:

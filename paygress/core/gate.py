@@ -243,21 +243,22 @@ class Gate:
         return grant
 
     def _new_grant(self, fp: str, rule: RouteRule, token: Token, received: Received) -> Grant:
-        if received.net < rule.price:
+        if received.credited < rule.price or received.net <= 0:
             raise PaymentRejected(
                 "insufficient_after_fees",
-                f"The token is worth {received.net} {self.settings.unit} after the mint's fee of "
-                f"{received.fee}; the price is {rule.price}.",
+                f"The token is worth {received.credited} {self.settings.unit} after the mint's "
+                f"fee of {received.fee} for its {len(token.proofs)} proofs; the price is "
+                f"{rule.price}. Send the amount in fewer proofs.",
             )
         now = self.clock()
-        units = rule.buys(received.net)
+        units = rule.buys(received.credited)
         return Grant(
             id=fp,
             route=rule.name,
             mode=rule.mode,
             unit=self.settings.unit,
             mint=normalize_mint_url(token.mint),
-            paid=received.net,
+            paid=received.credited,
             created_at=now,
             requests_left=units if rule.mode is Mode.PER_REQUEST else 0,
             expires_at=now + units if rule.mode is Mode.PER_SECOND else 0.0,

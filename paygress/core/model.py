@@ -66,11 +66,23 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """The outcome of redeeming a token: what reached the operator's wallet."""
+    """The outcome of redeeming a token: what it was worth and what the mint's fee took.
+
+    The operator absorbs the mint's input fee up to `fee_allowance` (the fee of the same
+    amount in the fewest proofs), so a client paying exactly the asked amount gets exactly
+    what it asked for; only a fee inflated by needlessly many proofs is charged to the client.
+    """
 
     amount_in: int
     fee: int
+    fee_allowance: int = 0
 
     @property
     def net(self) -> int:
+        """What reached the operator's wallet."""
         return self.amount_in - self.fee
+
+    @property
+    def credited(self) -> int:
+        """What the client is credited with."""
+        return self.amount_in - max(0, self.fee - self.fee_allowance)

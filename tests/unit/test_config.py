@@ -82,7 +82,10 @@ def test_empty_config_is_all_free() -> None:
             "invalid regex",
         ),
         (
-            {"mints": ["https://m"], "routes": [{"name": "a", "price": 1}, {"name": "a", "price": 2}]},
+            {
+                "mints": ["https://m"],
+                "routes": [{"name": "a", "price": 1}, {"name": "a", "price": 2}],
+            },
             "duplicate route name",
         ),
         ({"listen": {"tcp": "nope"}}, "listen.tcp: must be host:port"),

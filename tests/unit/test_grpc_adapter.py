@@ -49,7 +49,9 @@ def test_allow_carries_headers_up_and_down_and_removes_the_token() -> None:
 
 
 def test_deny_is_a_check_response_not_an_rpc_error() -> None:
-    decision = Deny(status=402, reason="payment_required", headers=(("x-cashu", "creqA1"),), body=b"{}")
+    decision = Deny(
+        status=402, reason="payment_required", headers=(("x-cashu", "creqA1"),), body=b"{}"
+    )
     response = to_response(decision)
     assert response.status.code == code_pb2.PERMISSION_DENIED
     denied = response.denied_response

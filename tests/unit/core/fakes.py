@@ -41,8 +41,9 @@ def make_token(
 class FakeWallet:
     """Redeems every token for its face value minus `fee`, or raises `error`."""
 
-    def __init__(self, fee: int = 0) -> None:
+    def __init__(self, fee: int = 0, fee_allowance: int = 0) -> None:
         self.fee = fee
+        self.fee_allowance = fee_allowance
         self.error: RedeemError | None = None
         self.calls = 0
         self.delay = 0.0
@@ -56,7 +57,7 @@ class FakeWallet:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        grant = grant_for(Received(amount_in=token.amount, fee=self.fee))
+        grant = grant_for(Received(token.amount, self.fee, self.fee_allowance))
         if self.store is not None:
             self.store.grants[grant.id] = replace(grant)
         return grant

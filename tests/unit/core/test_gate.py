@@ -23,9 +23,9 @@ class Clock:
         return self.now
 
 
-def make_gate(fee: int = 0) -> tuple[Gate, FakeWallet, FakeStore, Clock]:
+def make_gate(fee: int = 0, allowance: int = 0) -> tuple[Gate, FakeWallet, FakeStore, Clock]:
     store = FakeStore()
-    wallet = FakeWallet(fee)
+    wallet = FakeWallet(fee, allowance)
     wallet.store = store
     clock = Clock()
     gate = Gate(
@@ -155,7 +155,14 @@ async def test_bearer_that_is_not_cashu_is_no_payment() -> None:
     assert isinstance(decision, Deny) and decision.status == 402
 
 
-async def test_fee_reduces_what_is_bought_and_can_make_it_insufficient() -> None:
+async def test_fee_within_allowance_is_absorbed_by_the_operator() -> None:
+    gate, *_ = make_gate(fee=1, allowance=1)
+    decision = await gate.check(req(**{"x-cashu": make_token((4,))}))  # exactly the price
+    assert isinstance(decision, Allow)
+    assert dict(decision.upstream_headers)["x-paygress-paid"] == "4"
+
+
+async def test_fee_beyond_allowance_reduces_what_is_bought() -> None:
     gate, *_ = make_gate(fee=1)
     decision = await gate.check(req(**{"x-cashu": make_token((8, 1))}))  # 9 - 1 = 8: 2 requests
     assert isinstance(decision, Allow)

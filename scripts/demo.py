@@ -1,0 +1,148 @@
+"""`make demo`: a local mint, Envoy and Paygress, and one request walked from 402 to paid 200.
+
+Everything runs on loopback with free ports in a temporary directory, and is stopped at the
+end (or on Ctrl-C with --keep). Uses the same peers as the integration tests:
+nutshell's mint with its FakeWallet backend (invoices pay themselves) and nutshell's wallet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from paygress.cashu.nut13 import Seed
+from paygress.cashu.nut18 import decode_payment_request
+from tests.peers.envoy import EnvoyProxy
+from tests.peers.mint import NutshellMint
+from tests.peers.paygress import PaygressProcess
+from tests.peers.procs import VENV
+from tests.peers.upstream import EchoUpstream
+from tests.peers.wallet import CashuWallet
+
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+def step(text: str) -> None:
+    print(f"\n{BOLD}==> {text}{RESET}")
+
+
+def show(response: httpx.Response, *headers: str) -> None:
+    print(f"{DIM}HTTP {response.status_code}{RESET}")
+    for name in headers:
+        if name in response.headers:
+            value = response.headers[name]
+            print(f"  {name}: {value if len(value) < 90 else value[:87] + '...'}")
+
+
+def demo_config(mint_url: str, state: Path) -> dict[str, Any]:
+    return {
+        "state_dir": str(state),
+        "mints": [mint_url],
+        "log_level": "WARNING",
+        "drain_seconds": 0,
+        "routes": [
+            {
+                "name": "api",
+                "description": "Demo API: 1 request per 2 sat",
+                "match": {"path_prefix": "/api/"},
+                "price": 2,
+            },
+            {
+                "name": "stream",
+                "match": {"path_prefix": "/stream/"},
+                "mode": "per_second",
+                "price": 1,
+                "grants": 30,
+            },
+        ],
+    }
+
+
+async def walk(args: argparse.Namespace, work: Path) -> None:
+    step("Starting a nutshell mint (FakeWallet), the echo upstream, Paygress and Envoy")
+    mint = await NutshellMint(work / "mint").start()
+    upstream = await EchoUpstream().start()
+    paygress = await PaygressProcess(
+        demo_config(mint.url, work / "state"), Seed.generate_mnemonic(), work / "paygress"
+    ).start()
+    envoy = await EnvoyProxy(
+        work / "envoy", upstream=upstream.address, paygress_socket=paygress.socket_path
+    ).start()
+    wallet = await CashuWallet(work / "wallet").start()
+    print(f"  mint      {mint.url}")
+    print(f"  paygress  unix:{paygress.socket_path}")
+    print(f"  envoy     {envoy.url}  (routes: /api/ 2 sat per request, /stream/ 1 sat per 30 s)")
+    try:
+        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=10) as http:
+            step(f"curl {envoy.url}/public   (unpriced route: allowed at once)")
+            show(await http.get("/public"))
+
+            step(f"curl {envoy.url}/api/hello   (priced route, no payment)")
+            r = await http.get("/api/hello")
+            show(r, "x-cashu", "content-type")
+            pr = decode_payment_request(r.headers["x-cashu"])
+            print(f"  X-Cashu decodes (NUT-18): amount={pr.amount} unit={pr.unit} mints={list(pr.mints)}")
+            print(f"  body: {json.dumps(r.json(), indent=2)[:700]}")
+
+            step("Minting a 6 sat token with nutshell's wallet (the mint's FakeWallet pays the invoice)")
+            token = await wallet.token(mint.url, 6)
+            print(f"  token: {token[:40]}... ({len(token)} chars)")
+
+            step(f"curl -H 'X-Cashu: cashuB...' {envoy.url}/api/hello   (paid)")
+            r = await http.get("/api/hello", headers={"X-Cashu": token})
+            show(r, "x-paygress-remaining", "x-paygress-grant")
+            seen = r.json()["headers"]
+            print("  the upstream saw:")
+            for name in sorted(seen):
+                if name.startswith("x-paygress-"):
+                    print(f"    {name}: {seen[name]}")
+            print(f"    x-cashu forwarded upstream: {'x-cashu' in seen}")
+
+            step("The same token again, until what it paid for is used up")
+            for _ in range(3):
+                r = await http.get("/api/hello", headers={"Authorization": f"Cashu {token}"})
+                reason = r.json().get("reason", "") if r.status_code != 200 else ""
+                print(f"  HTTP {r.status_code} remaining={r.headers.get('x-paygress-remaining', '-')} {reason}")
+
+            step("paygress wallet balance   (the operator's earnings, via the admin API)")
+            out = subprocess.run(
+                [str(VENV / "bin" / "paygress"), "wallet", "--socket", str(paygress.socket_path), "balance"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            print("  " + (out.stdout or out.stderr).strip())
+
+        if args.keep:
+            step("Running. Try it yourself; Ctrl-C stops everything.")
+            print(f"  curl -i {envoy.url}/api/hello")
+            print(f"  paygress wallet --socket {paygress.socket_path} balance")
+            await asyncio.Event().wait()
+    finally:
+        await wallet.aclose()
+        for proc in (envoy, paygress, mint):
+            await proc.stop()
+        await upstream.stop()
+    step("Done: every process stopped, temporary files removed.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", action="store_true", help="keep everything running after the walk")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="paygress-demo-") as tmp:
+        try:
+            asyncio.run(walk(args, Path(tmp)))
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
