@@ -35,5 +35,6 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "grpc"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    if root.level > logging.DEBUG:  # client libraries speak at DEBUG only when asked
+        for noisy in ("httpx", "httpcore", "grpc"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
