@@ -12,7 +12,7 @@ lint: bootstrap
 	.venv/bin/ruff format --check paygress tests bench scripts
 
 typecheck: bootstrap
-	.venv/bin/mypy paygress
+	.venv/bin/mypy paygress tests bench scripts
 
 unit: bootstrap
 	.venv/bin/pytest -q tests/unit

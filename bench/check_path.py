@@ -80,7 +80,11 @@ async def main(n: int) -> None:
         "priced, cached token": await measure(gate, check_request("/paid", token), n),
     }
     print(f"µs per call, n={n}")
-    print(f"{'scenario':26}" + "".join(f"{k:>12}" for k in next(iter(rows.values()))) + f"{'total':>10}")
+    print(
+        f"{'scenario':26}"
+        + "".join(f"{k:>12}" for k in next(iter(rows.values())))
+        + f"{'total':>10}"
+    )
     for name, parts in rows.items():
         cells = "".join(f"{v:12.2f}" for v in parts.values())
         print(f"{name:26}{cells}{sum(parts.values()):10.2f}")

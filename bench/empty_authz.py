@@ -17,13 +17,11 @@ OK = external_auth_pb2.CheckResponse(
 
 
 class Empty(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def Check(self, request: Any, context: Any) -> Any:
         return OK
 
 
 async def main(socket: str) -> None:
-    if os.path.exists(socket):
-        os.unlink(socket)
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Empty(), server)
     server.add_insecure_port(f"unix:{socket}")
@@ -34,4 +32,7 @@ async def main(socket: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True)
-    asyncio.run(main(parser.parse_args().socket))
+    path = parser.parse_args().socket
+    if os.path.exists(path):
+        os.unlink(path)
+    asyncio.run(main(path))

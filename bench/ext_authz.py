@@ -35,9 +35,7 @@ from tests.peers.paygress import PaygressProcess
 from tests.peers.procs import VENV, ManagedProcess, wait_for_unix_socket
 from tests.peers.wallet import CashuWallet
 
-MNEMONIC = (
-    "half depart obvious quality work element tank gorilla view sugar picture humble"
-)
+MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 
 
 @dataclass
@@ -56,7 +54,13 @@ class EmptyAuthz(ManagedProcess):
         self.socket = self.workdir / "empty.sock"
 
     def command(self) -> list[str]:
-        return [str(VENV / "bin" / "python"), "-m", "bench.empty_authz", "--socket", str(self.socket)]
+        return [
+            str(VENV / "bin" / "python"),
+            "-m",
+            "bench.empty_authz",
+            "--socket",
+            str(self.socket),
+        ]
 
     def cwd(self) -> Path:
         return Path(__file__).resolve().parent.parent
@@ -140,14 +144,19 @@ async def main(args: argparse.Namespace) -> None:
             MNEMONIC,
             work / "paygress",
         ).start()
-        common = {"upstream": ("127.0.0.1", 9), "mutate": direct_response}
+        nowhere = ("127.0.0.1", 9)  # never used: routes answer directly
         envoys = {
-            "a": await EnvoyProxy(work / "ea", authz=False, name="envoy-a", **common).start(),
+            "a": await EnvoyProxy(
+                work / "ea", upstream=nowhere, authz=False, mutate=direct_response
+            ).start(),
             "b": await EnvoyProxy(
-                work / "eb", paygress_socket=empty.socket, name="envoy-b", **common
+                work / "eb", upstream=nowhere, paygress_socket=empty.socket, mutate=direct_response
             ).start(),
             "p": await EnvoyProxy(
-                work / "ep", paygress_socket=paygress.socket_path, name="envoy-p", **common
+                work / "ep",
+                upstream=nowhere,
+                paygress_socket=paygress.socket_path,
+                mutate=direct_response,
             ).start(),
         }
         token = await wallet.token(mint.url, 4)
@@ -187,7 +196,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{name:28} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:8d}")
     b = med["b empty grpc.aio"].rps
     print(f"ratio c/b (free route vs empty handler):   {med['c paygress free'].rps / b:.3f}")
-    print(f"ratio d/b (cached paid vs empty handler):  {med['d paygress paid (cached)'].rps / b:.3f}")
+    print(
+        f"ratio d/b (cached paid vs empty handler):  {med['d paygress paid (cached)'].rps / b:.3f}"
+    )
     print(f"ratio b/a (cost of any ext_authz):         {b / med['a no authz'].rps:.3f}")
 
 

@@ -10,13 +10,13 @@ from paygress.v1 import admin_pb2, admin_pb2_grpc
 from paygress.wallet import OperatorWallet, WalletError
 
 
-class WalletAdminService(admin_pb2_grpc.WalletAdminServicer):  # type: ignore[misc]
+class WalletAdminService(admin_pb2_grpc.WalletAdminServicer):
     """Balance and withdraw; the server stays the only writer of the wallet."""
 
     def __init__(self, wallet: OperatorWallet) -> None:
         self.wallet = wallet
 
-    async def Balance(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def Balance(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         balances = await self.wallet.balances()
         return admin_pb2.BalanceResponse(
             balances=[
@@ -27,7 +27,7 @@ class WalletAdminService(admin_pb2_grpc.WalletAdminServicer):  # type: ignore[mi
             ]
         )
 
-    async def Withdraw(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def Withdraw(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if request.unit and request.unit != self.wallet.unit:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"this wallet holds {self.wallet.unit} only"
@@ -42,4 +42,6 @@ class WalletAdminService(admin_pb2_grpc.WalletAdminServicer):  # type: ignore[mi
 
 
 def add_to_server(wallet: OperatorWallet, server: grpc.aio.Server) -> None:
-    admin_pb2_grpc.add_WalletAdminServicer_to_server(WalletAdminService(wallet), server)
+    admin_pb2_grpc.add_WalletAdminServicer_to_server(  # type: ignore[no-untyped-call]
+        WalletAdminService(wallet), server
+    )

@@ -7,12 +7,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
 from paygress import __version__
-
-DEFAULT_SOCKET = "/run/paygress/paygress.sock"
+from paygress.config import DEFAULT_SOCKET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,21 +105,17 @@ def _mnemonic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin(args: argparse.Namespace) -> tuple[grpc.Channel, object]:
+def _call(args: argparse.Namespace, method: str, request: object) -> Any:
+    """Calls a WalletAdmin method on the server's socket; prints the error and returns None."""
     from paygress.v1 import admin_pb2_grpc
 
-    channel = grpc.insecure_channel(f"unix:{args.socket}")
-    return channel, admin_pb2_grpc.WalletAdminStub(channel)
-
-
-def _call(args: argparse.Namespace, method: str, request: object) -> object | None:
-    channel, stub = _admin(args)
-    with channel:
+    with grpc.insecure_channel(f"unix:{args.socket}") as channel:
+        stub: Any = admin_pb2_grpc.WalletAdminStub(channel)  # type: ignore[no-untyped-call]
         try:
             return getattr(stub, method)(request, timeout=60)
         except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            detail = exc.details()  # type: ignore[attr-defined]
+            code = exc.code()
+            detail = exc.details()
             if code is grpc.StatusCode.UNAVAILABLE:
                 detail = f"no server at {args.socket} ({detail}); is `paygress serve` running?"
             print(f"paygress: {detail}", file=sys.stderr)
@@ -132,7 +128,7 @@ def _balance(args: argparse.Namespace) -> int:
     response = _call(args, "Balance", admin_pb2.BalanceRequest())
     if response is None:
         return 1
-    balances = response.balances  # type: ignore[attr-defined]
+    balances = response.balances
     if not balances:
         print("the wallet is empty")
     for b in balances:
@@ -150,11 +146,8 @@ def _withdraw(args: argparse.Namespace) -> int:
     response = _call(args, "Withdraw", request)
     if response is None:
         return 1
-    print(
-        f"withdrawal {response.withdrawal_id}: {response.amount}",  # type: ignore[attr-defined]
-        file=sys.stderr,
-    )
-    print(response.token)  # type: ignore[attr-defined]
+    print(f"withdrawal {response.withdrawal_id}: {response.amount}", file=sys.stderr)
+    print(response.token)
     return 0
 
 

@@ -17,7 +17,6 @@ import yaml
 
 from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
 
-
 DEFAULT_SOCKET = "/run/paygress/paygress.sock"
 DEFAULT_STATE_DIR = "/var/lib/paygress"
 
@@ -76,7 +75,9 @@ _ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description"}
 _MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods"}
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Reads the YAML file (if any), then applies PAYGRESS_* environment overrides."""
     env = os.environ if env is None else env
     path = path or env.get("PAYGRESS_CONFIG")
@@ -141,18 +142,24 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     )
     return Config(
         listen=listen,
-        state_dir=_str(env.get("PAYGRESS_STATE_DIR", raw.get("state_dir", DEFAULT_STATE_DIR)), "state_dir"),
+        state_dir=_str(
+            env.get("PAYGRESS_STATE_DIR", raw.get("state_dir", DEFAULT_STATE_DIR)), "state_dir"
+        ),
         unit=unit,
         mints=mints,
         routes=routes,
         limits=limits,
         mint_timeout_seconds=_float(raw.get("mint_timeout_seconds", 1.0), "mint_timeout_seconds"),
         retry_after_seconds=_int(raw.get("retry_after_seconds", 5), "retry_after_seconds", 1),
-        drain_seconds=_float(env.get("PAYGRESS_DRAIN_SECONDS", raw.get("drain_seconds", 5.0)), "drain_seconds"),
+        drain_seconds=_float(
+            env.get("PAYGRESS_DRAIN_SECONDS", raw.get("drain_seconds", 5.0)), "drain_seconds"
+        ),
         flush_interval_seconds=_float(
             raw.get("flush_interval_seconds", 1.0), "flush_interval_seconds"
         ),
-        log_level=_str(env.get("PAYGRESS_LOG_LEVEL", raw.get("log_level", "INFO")), "log_level").upper(),
+        log_level=_str(
+            env.get("PAYGRESS_LOG_LEVEL", raw.get("log_level", "INFO")), "log_level"
+        ).upper(),
     )
 
 
@@ -191,15 +198,21 @@ def _route(raw: Any, index: int, unit: str) -> RouteRule:
     try:
         mode = Mode(mode_raw)
     except ValueError:
-        raise ConfigError(f"{where}.mode: must be per_request or per_second, not {mode_raw!r}") from None
+        raise ConfigError(
+            f"{where}.mode: must be per_request or per_second, not {mode_raw!r}"
+        ) from None
     if "price" not in raw:
         raise ConfigError(f"{where}.price: required (amount in {unit})")
     return RouteRule(
         name=name,
         hosts=tuple(h.lower() for h in _str_list(match.get("hosts", []), f"{where}.match.hosts")),
-        path_prefix=_str(match["path_prefix"], f"{where}.match.path_prefix") if "path_prefix" in match else None,
+        path_prefix=_str(match["path_prefix"], f"{where}.match.path_prefix")
+        if "path_prefix" in match
+        else None,
         path_regex=regex,
-        methods=tuple(m.upper() for m in _str_list(match.get("methods", []), f"{where}.match.methods")),
+        methods=tuple(
+            m.upper() for m in _str_list(match.get("methods", []), f"{where}.match.methods")
+        ),
         price=_int(raw["price"], f"{where}.price", 1),
         mode=mode,
         grants=_int(raw.get("grants", 1), f"{where}.grants", 1),
@@ -257,7 +270,7 @@ def _file_mode(value: Any, where: str) -> int:
         value = f"{value:o}" if value <= 0o777 else str(value)
     if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value.strip()):
         return int(value.strip(), 8)
-    raise ConfigError(f"{where}: must be an octal file mode such as \"0660\"")
+    raise ConfigError(f'{where}: must be an octal file mode such as "0660"')
 
 
 def _tcp(value: Any, where: str) -> str:

@@ -15,7 +15,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 
 from paygress.core.gate import Gate
-from paygress.core.model import Allow, Decision, Deny, Headers, HttpRequest
+from paygress.core.model import Allow, Decision, Headers, HttpRequest
 from paygress.core.responses import deny
 
 log = logging.getLogger("paygress.grpc")
@@ -100,7 +100,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             decision = await self.gate.check(to_request(request))
         except Exception:

@@ -101,7 +101,11 @@ async def start(config: Config, mnemonic: str) -> Running:
     grpc_adapter.add_to_server(gate, unix_server)
     admin.add_to_server(wallet, unix_server)
     health_pb2_grpc.add_HealthServicer_to_server(health, unix_server)
-    names = [AUTHZ_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    names = [
+        AUTHZ_SERVICE,
+        ADMIN_SERVICE,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    ]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], unix_server)
     old_umask = os.umask(0o777 & ~config.listen.socket_mode)
     try:

@@ -130,9 +130,7 @@ class OperatorWallet:
                 "mint_protocol_error", "The mint gave an answer Paygress cannot use."
             ) from None
 
-    def _outputs(
-        self, keyset_id: str, start: int, amounts: Sequence[int]
-    ) -> list[PreparedOutput]:
+    def _outputs(self, keyset_id: str, start: int, amounts: Sequence[int]) -> list[PreparedOutput]:
         return prepare_outputs(self.seed, keyset_id, start, amounts)
 
     async def _recover(self, swap: PendingSwap) -> Grant | None:
@@ -184,7 +182,9 @@ class OperatorWallet:
         active = [k for k in await self._keysets_of(mint) if k.active and k.unit == self.unit]
         if not active:
             active = [
-                k for k in await self._keysets_of(mint, refresh=True) if k.active and k.unit == self.unit
+                k
+                for k in await self._keysets_of(mint, refresh=True)
+                if k.active and k.unit == self.unit
             ]
         if not active:
             raise MintProtocolError(f"mint has no active keyset for unit {self.unit}")

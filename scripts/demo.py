@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,10 +88,10 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
             r = await http.get("/api/hello")
             show(r, "x-cashu", "content-type")
             pr = decode_payment_request(r.headers["x-cashu"])
-            print(f"  X-Cashu decodes (NUT-18): amount={pr.amount} unit={pr.unit} mints={list(pr.mints)}")
+            print(f"  X-Cashu decodes (NUT-18): {pr.amount} {pr.unit}, mints {list(pr.mints)}")
             print(f"  body: {json.dumps(r.json(), indent=2)[:700]}")
 
-            step("Minting a 6 sat token with nutshell's wallet (the mint's FakeWallet pays the invoice)")
+            step("Minting a 6 sat token with nutshell's wallet (FakeWallet pays the invoice)")
             token = await wallet.token(mint.url, 6)
             print(f"  token: {token[:40]}... ({len(token)} chars)")
 
@@ -109,16 +109,18 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
             for _ in range(3):
                 r = await http.get("/api/hello", headers={"Authorization": f"Cashu {token}"})
                 reason = r.json().get("reason", "") if r.status_code != 200 else ""
-                print(f"  HTTP {r.status_code} remaining={r.headers.get('x-paygress-remaining', '-')} {reason}")
+                left = r.headers.get("x-paygress-remaining", "-")
+                print(f"  HTTP {r.status_code} remaining={left} {reason}")
 
             step("paygress wallet balance   (the operator's earnings, via the admin API)")
-            out = subprocess.run(
-                [str(VENV / "bin" / "paygress"), "wallet", "--socket", str(paygress.socket_path), "balance"],
-                capture_output=True,
-                text=True,
-                check=False,
+            cli = await asyncio.create_subprocess_exec(
+                *(str(VENV / "bin" / "paygress"), "wallet", "--socket", str(paygress.socket_path)),
+                "balance",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
-            print("  " + (out.stdout or out.stderr).strip())
+            out, _ = await cli.communicate()
+            print("  " + out.decode().strip())
 
         if args.keep:
             step("Running. Try it yourself; Ctrl-C stops everything.")
@@ -135,13 +137,15 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keep", action="store_true", help="keep everything running after the walk")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep everything running after the walk"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="paygress-demo-") as tmp:
-        try:
-            asyncio.run(walk(args, Path(tmp)))
-        except KeyboardInterrupt:
-            pass
+    with (
+        tempfile.TemporaryDirectory(prefix="paygress-demo-") as tmp,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
+        asyncio.run(walk(args, Path(tmp)))
 
 
 if __name__ == "__main__":

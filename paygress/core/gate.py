@@ -13,7 +13,6 @@ from paygress.cashu.models import Token
 from paygress.cashu.token import TokenError, parse_token
 from paygress.core.grants import GrantBook
 from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
-from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.ports import (
     GrantStore,
     Metrics,
@@ -22,6 +21,7 @@ from paygress.core.ports import (
     PaymentRejected,
     Wallet,
 )
+from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.responses import deny
 
 log = logging.getLogger("paygress.gate")

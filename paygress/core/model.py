@@ -1,4 +1,4 @@
-"""Plain data the core speaks: the request it judges, the decision it returns, the grants it keeps."""
+"""Plain data of the core: the request it judges, the decision it returns, the grants it keeps."""
 
 from __future__ import annotations
 

@@ -105,7 +105,9 @@ class Pricing:
         try:
             mode = Mode(mode_text)
         except ValueError:
-            raise ValueError(f"context extension paygress.mode: unknown mode {mode_text!r}") from None
+            raise ValueError(
+                f"context extension paygress.mode: unknown mode {mode_text!r}"
+            ) from None
         grants = _positive_int(context.get("paygress.grants", "1"), "paygress.grants")
         return RouteRule(
             name=name or f"ctx:{price}:{mode.value}:{grants}",

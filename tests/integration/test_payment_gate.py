@@ -28,7 +28,9 @@ from tests.peers.proxy import CountingProxy
 from tests.peers.upstream import EchoUpstream
 from tests.peers.wallet import CashuWallet
 
-MNEMONIC = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
+MNEMONIC = (
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
+)
 OTHER_MNEMONIC = "legal winner thank year wave sausage worth useful legal winner thank yellow"
 
 
@@ -169,7 +171,9 @@ async def test_token_is_reused_until_exhausted_then_402(stack: Stack) -> None:
     swaps = stack.swaps()
     statuses = []
     for scheme in ("X-Cashu", "Cashu", "Bearer", "X-Cashu"):
-        headers = {"X-Cashu": token} if scheme == "X-Cashu" else {"Authorization": f"{scheme} {token}"}
+        headers = (
+            {"X-Cashu": token} if scheme == "X-Cashu" else {"Authorization": f"{scheme} {token}"}
+        )
         statuses.append((await stack.http.get("/api/x", headers=headers)).status_code)
     assert statuses == [200, 200, 200, 402]
     r = await stack.http.get("/api/x", headers={"X-Cashu": token})
