@@ -40,6 +40,13 @@ class WalletAdminService(admin_pb2_grpc.WalletAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return admin_pb2.WithdrawResponse(token=token, amount=amount, withdrawal_id=wid)
 
+    async def Restore(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            count, amount = await self.wallet.restore(request.mint or None)
+        except WalletError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return admin_pb2.RestoreResponse(proofs=count, amount=amount)
+
 
 def add_to_server(wallet: OperatorWallet, server: grpc.aio.Server) -> None:
     admin_pb2_grpc.add_WalletAdminServicer_to_server(  # type: ignore[no-untyped-call]

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     withdraw.add_argument("amount", type=int)
     withdraw.add_argument("--mint", help="mint to pay out from (needed with several)")
     withdraw.set_defaults(func=_withdraw)
+    restore = wsub.add_parser(
+        "restore", help="recover the seed's ecash from the mints (e.g. after losing the database)"
+    )
+    restore.add_argument("--mint", help="only this accepted mint")
+    restore.set_defaults(func=_restore)
     return parser
 
 
@@ -148,6 +153,16 @@ def _withdraw(args: argparse.Namespace) -> int:
         return 1
     print(f"withdrawal {response.withdrawal_id}: {response.amount}", file=sys.stderr)
     print(response.token)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from paygress.v1 import admin_pb2
+
+    response = _call(args, "Restore", admin_pb2.RestoreRequest(mint=args.mint or ""))
+    if response is None:
+        return 1
+    print(f"restored {response.proofs} proofs worth {response.amount}")
     return 0
 
 

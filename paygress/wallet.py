@@ -10,9 +10,10 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from paygress.cashu.mint_client import MintClient, MintProtocolError, MintRejected, MintUnavailable
-from paygress.cashu.models import KeysetInfo, PreparedOutput, Proof, Token
+from paygress.cashu.models import BlindSignature, KeysetInfo, PreparedOutput, Proof, Token
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.outputs import input_fee, prepare_outputs, select_proofs, split_amount, unblind
 from paygress.cashu.token import encode_token_v4
@@ -74,7 +75,7 @@ class OperatorWallet:
     ) -> Grant:
         """Swaps the token's proofs for new ones from our seed; stores them with the grant."""
         mint = normalize_mint_url(token.mint)
-        client = self.client(mint)
+        self.client(mint)  # refuses a mint off the allow-list before anything else
         try:
             inputs = await self._full_keyset_ids(mint, token.proofs)
             ppk = {k.id: k.input_fee_ppk for k in self._keysets[mint]}
@@ -87,27 +88,18 @@ class OperatorWallet:
                 if recovered is not None:
                     return recovered
                 outputs = self._outputs(swap.keyset_id, swap.counter_start, swap.amounts)
+                signatures = await self._swap(fingerprint, mint, inputs, outputs, grant)
             else:
-                keyset, keys = await self._active_keyset(mint)
-                amounts = split_amount(token.amount - fee, keys)
-                start = await self.store.reserve_counters(keyset.id, len(amounts))
-                outputs = self._outputs(keyset.id, start, tuple(amounts))
-            await self.store.begin_swap(
-                PendingSwap(
-                    fingerprint,
-                    mint,
-                    self.unit,
-                    outputs[0].keyset_id,
-                    outputs[0].counter,
-                    tuple(o.amount for o in outputs),
-                    grant,
-                )
-            )
-            try:
-                signatures = await client.swap(inputs, [o.message() for o in outputs])
-            except MintRejected:
-                await self.store.drop_swap(fingerprint)
-                raise
+                try:
+                    outputs, signatures = await self._fresh_swap(fingerprint, mint, inputs, grant)
+                except MintRejected as exc:
+                    if not exc.outputs_already_signed:
+                        raise
+                    # Our counters are behind the mint (a lost or restored database): catch
+                    # up from the mint (NUT-09) and try once more with fresh outputs.
+                    log.warning("outputs already signed at %s: restoring counters", mint)
+                    await self._restore_keyset(mint, (await self._active_keyset(mint))[0].id)
+                    outputs, signatures = await self._fresh_swap(fingerprint, mint, inputs, grant)
             proofs = unblind(outputs, signatures, self._keys[outputs[0].keyset_id])
             await self.store.commit_swap(fingerprint, mint, self.unit, proofs, grant=grant)
             return grant
@@ -129,6 +121,43 @@ class OperatorWallet:
             raise MintUnreachable(
                 "mint_protocol_error", "The mint gave an answer Paygress cannot use."
             ) from None
+
+    async def _fresh_swap(
+        self, fingerprint: str, mint: str, inputs: list[Proof], grant: Grant
+    ) -> tuple[list[PreparedOutput], list[BlindSignature]]:
+        """Swaps `inputs` for outputs on new counters of the active keyset."""
+        keyset, keys = await self._active_keyset(mint)
+        fee = input_fee(inputs, {k.id: k.input_fee_ppk for k in self._keysets[mint]})
+        amounts = split_amount(sum(p.amount for p in inputs) - fee, keys)
+        start = await self.store.reserve_counters(keyset.id, len(amounts))
+        outputs = self._outputs(keyset.id, start, tuple(amounts))
+        return outputs, await self._swap(fingerprint, mint, inputs, outputs, grant)
+
+    async def _swap(
+        self,
+        fingerprint: str,
+        mint: str,
+        inputs: list[Proof],
+        outputs: list[PreparedOutput],
+        grant: Grant | None,
+    ) -> list[BlindSignature]:
+        """Records the swap (for recovery), then sends it; a refusal forgets the record."""
+        await self.store.begin_swap(
+            PendingSwap(
+                fingerprint,
+                mint,
+                self.unit,
+                outputs[0].keyset_id,
+                outputs[0].counter,
+                tuple(o.amount for o in outputs),
+                grant,
+            )
+        )
+        try:
+            return await self.client(mint).swap(inputs, [o.message() for o in outputs])
+        except MintRejected:
+            await self.store.drop_swap(fingerprint)
+            raise
 
     def _outputs(self, keyset_id: str, start: int, amounts: Sequence[int]) -> list[PreparedOutput]:
         return prepare_outputs(self.seed, keyset_id, start, amounts)
@@ -162,6 +191,63 @@ class OperatorWallet:
             except (MintUnavailable, MintRejected, MintProtocolError) as exc:
                 log.warning("swap %s not recovered yet: %s", swap.fingerprint[:16], exc)
         return done
+
+    async def restore(self, mint: str | None = None) -> tuple[int, int]:
+        """Finds every proof ever issued to this seed (NUT-09 + NUT-13) at the allow-listed
+        mints, stores the unspent ones and moves the counters past them.
+
+        Returns (proofs restored, their amount). Proofs already known keep their state.
+        """
+        mints = [normalize_mint_url(mint)] if mint else sorted(self.allowed)
+        count = amount = 0
+        for url in mints:
+            if url not in self.allowed:
+                raise WalletError(f"{url} is not an accepted mint")
+            try:
+                for keyset in await self._keysets_of(url, refresh=True):
+                    if keyset.unit == self.unit:
+                        found = await self._restore_keyset(url, keyset.id)
+                        count += len(found)
+                        amount += sum(p.amount for p in found)
+            except (MintUnavailable, MintRejected, MintProtocolError) as exc:
+                raise WalletError(f"cannot restore from {url}: {exc}") from None
+        return count, amount
+
+    async def _restore_keyset(
+        self, mint: str, keyset_id: str, batch: int = 100, empty_batches: int = 3
+    ) -> list[Proof]:
+        """Restores one keyset's proofs; stops after `empty_batches` batches with none."""
+        client = self.client(mint)
+        keys = await self._keys_of(client, keyset_id)
+        restored: list[Proof] = []
+        start, empty, next_counter = 0, 0, 0
+        while empty < empty_batches:
+            # The mint tells the amounts; the messages carry a dummy one (as NUT-09 wallets do).
+            outputs = self._outputs(keyset_id, start, [1] * batch)
+            returned, signatures = await client.restore([o.message() for o in outputs])
+            by_b = {o.B_: o for o in outputs}
+            for message, signature in zip(returned, signatures, strict=True):
+                output = replace(by_b[message.B_], amount=signature.amount)
+                restored += unblind([output], [signature], keys, require_dleq=True)
+                next_counter = max(next_counter, output.counter + 1)
+            empty = 0 if signatures else empty + 1
+            start += batch
+        await self.store.advance_counter(keyset_id, next_counter)
+        if not restored:
+            return []
+        states = await client.check_state([p.y() for p in restored])
+        unspent = [p for p, st in zip(restored, states, strict=True) if st == "UNSPENT"]
+        spent = [p.y() for p, st in zip(restored, states, strict=True) if st == "SPENT"]
+        new = await self.store.add_restored(mint, self.unit, unspent, spent)
+        log.info(
+            "restored keyset %s at %s: %d signed, %d unspent, %d new",
+            keyset_id[:16],
+            mint,
+            len(restored),
+            len(unspent),
+            len(new),
+        )
+        return new
 
     async def _full_keyset_ids(self, mint: str, proofs: Sequence[Proof]) -> list[Proof]:
         """The proofs with full keyset ids; unknown keysets refresh the mint's list once."""

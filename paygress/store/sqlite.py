@@ -216,6 +216,47 @@ class SqliteStore:
 
         return await self._run(reserve)
 
+    async def advance_counter(self, keyset_id: str, at_least: int) -> None:
+        """Moves a keyset's next counter forward to `at_least` (never back)."""
+
+        def advance() -> None:
+            with self._tx() as tx:
+                tx.execute(
+                    "INSERT INTO counters VALUES (?, ?) ON CONFLICT (keyset_id)"
+                    " DO UPDATE SET next = MAX(next, excluded.next)",
+                    (keyset_id, at_least),
+                )
+
+        await self._run(advance)
+
+    async def add_restored(
+        self, mint: str, unit: str, unspent: Sequence[Proof], spent_ys: Sequence[str]
+    ) -> list[Proof]:
+        """Adds restored unspent proofs the store did not have; marks mint-spent ones spent.
+        Returns the proofs that were new."""
+
+        def add() -> list[Proof]:
+            now = time.time()
+            with self._tx() as tx:
+                known = {
+                    row[0]
+                    for p in unspent
+                    for row in tx.execute("SELECT y FROM proofs WHERE y = ?", (p.y(),))
+                }
+                new = [p for p in unspent if p.y() not in known]
+                tx.executemany(
+                    "INSERT INTO proofs (y, mint, unit, keyset_id, amount, secret, c, dleq,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_proof_row(p, mint, unit, now) for p in new],
+                )
+                tx.executemany(
+                    "UPDATE proofs SET state = 'spent' WHERE y = ? AND state = 'unspent'",
+                    [(y,) for y in spent_ys],
+                )
+            return new
+
+        return await self._run(add)
+
     async def begin_swap(self, swap: PendingSwap) -> None:
         """Records a swap before it is sent, so its outputs can be restored after a crash."""
 

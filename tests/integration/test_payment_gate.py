@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,3 +331,36 @@ def test_body_of_every_denial_is_json_with_a_reason() -> None:
     # own helper against regressions in how reasons are read.
     fake = httpx.Response(402, content=json.dumps({"reason": "x"}).encode())
     assert reason(fake) == "x"
+
+
+async def test_earnings_are_restored_from_the_seed_after_losing_the_database(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    mnemonic = "zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo wrong"
+    async with gate_stack(tmp, mint, upstream, wallet, mnemonic) as s:
+        for amount in (4, 10):  # credited 4 + 10, received 3 + 9 after the mint's fees
+            r = await s.http.get("/api/x", headers={"X-Cashu": await s.token(amount)})
+            assert r.status_code == 200
+        assert "12 sat spendable" in await s.balance()
+
+        await lose_database(s, tmp / "state")
+        assert "the wallet is empty" in await s.balance()
+        assert "restored 4 proofs worth 12" in await s.cli("restore")
+        assert "12 sat spendable  0 sat pending" in await s.balance()
+        assert "restored 0 proofs" in await s.cli("restore"), "restore is idempotent"
+        r = await s.http.get("/api/x", headers={"X-Cashu": await s.token(6)})
+        assert r.status_code == 200, r.text  # counters moved past the restored outputs
+        assert "17 sat spendable" in await s.balance()
+
+        # Without an explicit restore, the next payment notices that its NUT-13 counters are
+        # behind the mint ("outputs already signed"), restores and swaps again.
+        await lose_database(s, tmp / "state")
+        r = await s.http.get("/api/x", headers={"X-Cashu": await s.token(4)})
+        assert r.status_code == 200, r.text
+        assert "20 sat spendable  0 sat pending" in await s.balance()
+
+
+async def lose_database(s: Stack, state: Path) -> None:
+    await s.paygress.stop()
+    await asyncio.to_thread(shutil.rmtree, state)
+    await s.paygress.start()
