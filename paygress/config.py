@@ -30,6 +30,7 @@ class ListenConfig:
     socket: str = DEFAULT_SOCKET
     socket_mode: int = 0o660
     tcp: str | None = None
+    http: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Config:
     drain_seconds: float = 5.0
     flush_interval_seconds: float = 1.0
     log_level: str = "INFO"
+    metrics_listen: str | None = None
+    dry_run: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -70,6 +73,8 @@ _TOP_KEYS = {
     "drain_seconds",
     "flush_interval_seconds",
     "log_level",
+    "metrics",
+    "dry_run",
 }
 _ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description"}
 _MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods"}
@@ -108,15 +113,25 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         )
     _no_unknown(raw, _TOP_KEYS, "")
     listen_raw = _mapping(raw.get("listen", {}), "listen")
-    _no_unknown(listen_raw, {"socket", "socket_mode", "tcp"}, "listen.")
+    _no_unknown(listen_raw, {"socket", "socket_mode", "tcp", "http"}, "listen.")
     socket = env.get("PAYGRESS_SOCKET", listen_raw.get("socket", DEFAULT_SOCKET))
     tcp = env.get("PAYGRESS_TCP", listen_raw.get("tcp"))
+    http = env.get("PAYGRESS_HTTP", listen_raw.get("http"))
     mode_raw = env.get("PAYGRESS_SOCKET_MODE", listen_raw.get("socket_mode", "0660"))
     listen = ListenConfig(
         socket=_str(socket, "listen.socket"),
         socket_mode=_file_mode(mode_raw, "listen.socket_mode"),
         tcp=_tcp(tcp, "listen.tcp") if tcp else None,
+        http=_tcp(http, "listen.http") if http else None,
     )
+    metrics_raw = _mapping(raw.get("metrics", {}), "metrics")
+    _no_unknown(metrics_raw, {"listen"}, "metrics.")
+    metrics_listen = env.get("PAYGRESS_METRICS", metrics_raw.get("listen"))
+    dry_run = env.get("PAYGRESS_DRY_RUN", raw.get("dry_run", False))
+    if isinstance(dry_run, str):
+        dry_run = dry_run.strip().lower() in ("1", "true", "yes", "on")
+    if not isinstance(dry_run, bool):
+        raise ConfigError("dry_run: must be true or false")
     unit = _str(raw.get("unit", "sat"), "unit")
     mints_raw: Any = raw.get("mints", [])
     if "PAYGRESS_MINTS" in env:
@@ -160,6 +175,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         log_level=_str(
             env.get("PAYGRESS_LOG_LEVEL", raw.get("log_level", "INFO")), "log_level"
         ).upper(),
+        metrics_listen=_tcp(metrics_listen, "metrics.listen") if metrics_listen else None,
+        dry_run=dry_run,
     )
 
 

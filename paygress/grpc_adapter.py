@@ -16,20 +16,11 @@ from google.rpc import code_pb2
 
 from paygress.core.gate import Gate
 from paygress.core.model import Allow, Decision, Headers, HttpRequest
-from paygress.core.responses import deny
 
 log = logging.getLogger("paygress.grpc")
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
-
-_INTERNAL = deny(
-    503,
-    "internal_error",
-    "internal_error",
-    "Paygress could not decide this request; try again shortly.",
-    extra_headers=(("retry-after", "5"),),
-)
 
 
 def to_request(check: Any) -> HttpRequest:
@@ -101,12 +92,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self.gate = gate
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            decision = await self.gate.check(to_request(request))
-        except Exception:
-            log.exception("check failed; denying")
-            decision = _INTERNAL
-        return to_response(decision)
+        return to_response(await self.gate.check(to_request(request)))
 
 
 def add_to_server(gate: Gate, server: grpc.aio.Server) -> None:

@@ -10,19 +10,23 @@ import os
 import signal
 import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from paygress import admin, grpc_adapter
+from paygress.cashu.mint_client import MintClient
 from paygress.cashu.nut13 import Seed
 from paygress.config import Config
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pricing import Pricing
+from paygress.http_adapter import ForwardAuth, metrics_app, start_site
+from paygress.metrics import PrometheusMetrics
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -50,7 +54,11 @@ class Running:
     socket_path: Path
     tcp_port: int | None
     config: Config
+    metrics: PrometheusMetrics
     _flusher: asyncio.Task[None]
+    http_port: int | None = None
+    metrics_port: int | None = None
+    _runners: list[web.AppRunner] = field(default_factory=list)
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """NOT_SERVING, a drain grace period, then stop and persist everything."""
@@ -60,6 +68,8 @@ class Running:
             log.info("draining for %.1fs", drain)
             await asyncio.sleep(drain)
         await asyncio.gather(*(s.stop(grace=min(drain, 5.0) or None) for s in self.servers))
+        for runner in self._runners:
+            await runner.cleanup()
         self._flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher
@@ -77,9 +87,15 @@ async def start(config: Config, mnemonic: str) -> Running:
     seed = Seed.from_mnemonic(mnemonic)
     store = SqliteStore(config.database_path)
     await store.open(seed_id(mnemonic))
-    wallet = OperatorWallet(
-        store, seed, config.mints, config.unit, timeout=config.mint_timeout_seconds
-    )
+    metrics = PrometheusMetrics()
+    metrics.dry_run.set(1 if config.dry_run else 0)
+
+    def mint_client(url: str) -> MintClient:
+        return MintClient(
+            url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
+        )
+
+    wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
     gate = Gate(
         Pricing(config.routes),
         GateSettings(
@@ -88,11 +104,16 @@ async def start(config: Config, mnemonic: str) -> Running:
             max_token_bytes=config.limits.max_token_bytes,
             max_proofs=config.limits.max_proofs,
             retry_after_seconds=config.retry_after_seconds,
+            dry_run=config.dry_run,
         ),
         wallet,
         store,
+        metrics=metrics,
     )
     await gate.start()
+    metrics.gauge(
+        "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
+    )
     health = HealthServicer()
     socket_path = Path(config.listen.socket)
     _prepare_socket_path(socket_path)
@@ -128,6 +149,15 @@ async def start(config: Config, mnemonic: str) -> Running:
         await tcp_server.start()
         servers.append(tcp_server)
 
+    runners: list[web.AppRunner] = []
+    http_port = metrics_port = None
+    if config.listen.http:
+        runner, http_port = await start_site(ForwardAuth(gate).app(), config.listen.http)
+        runners.append(runner)
+    if config.metrics_listen:
+        runner, metrics_port = await start_site(metrics_app(metrics), config.metrics_listen)
+        runners.append(runner)
+
     flusher = asyncio.create_task(_flush_forever(gate, config.flush_interval_seconds))
     asyncio.create_task(_recover(wallet))  # noqa: RUF006 - best effort, logs its outcome
     for service in ("", AUTHZ_SERVICE):
@@ -137,12 +167,29 @@ async def start(config: Config, mnemonic: str) -> Running:
         extra={
             "socket": str(socket_path),
             "tcp_port": tcp_port,
+            "http_port": http_port,
+            "metrics_port": metrics_port,
+            "dry_run": config.dry_run,
             "routes": len(config.routes),
             "mints": list(config.mints),
             "grants_loaded": len(gate.book),
         },
     )
-    return Running(gate, wallet, store, health, servers, socket_path, tcp_port, config, flusher)
+    return Running(
+        gate,
+        wallet,
+        store,
+        health,
+        servers,
+        socket_path,
+        tcp_port,
+        config,
+        metrics,
+        flusher,
+        http_port,
+        metrics_port,
+        runners,
+    )
 
 
 async def serve(config: Config, mnemonic: str) -> None:

@@ -37,6 +37,7 @@ class GateSettings:
     max_token_bytes: int = 8192
     max_proofs: int = 64
     retry_after_seconds: int = 5
+    dry_run: bool = False
 
 
 def token_hash(raw: str) -> str:
@@ -72,6 +73,13 @@ class Gate:
         self.book = GrantBook()
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
+        self._internal_error = deny(
+            503,
+            "internal_error",
+            "internal_error",
+            "Paygress could not decide this request; try again shortly.",
+            extra_headers=(("retry-after", str(settings.retry_after_seconds)),),
+        )
 
     async def start(self) -> None:
         """Loads the live grants from the store into memory."""
@@ -106,9 +114,20 @@ class Gate:
     async def check(self, request: HttpRequest) -> Decision:
         """Judges one request. Never raises for bad input: every problem becomes a Deny."""
         started = time.perf_counter()
-        decision = await self._check(request)
+        try:
+            decision = await self._check(request)
+        except Exception:
+            log.exception("check failed; denying")
+            decision = self._internal_error
         outcome = "allow" if isinstance(decision, Allow) else "deny"
         self.metrics.decision(outcome, decision.reason, time.perf_counter() - started)
+        if self.settings.dry_run and isinstance(decision, Deny):
+            # Dry run: the decision is made and recorded as usual, but everything passes;
+            # the upstream learns what would have happened.
+            return Allow(
+                reason="dry_run",
+                upstream_headers=(("x-paygress-dry-run", f"{decision.status} {decision.reason}"),),
+            )
         return decision
 
     async def _check(self, request: HttpRequest) -> Decision:

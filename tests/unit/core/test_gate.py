@@ -241,3 +241,29 @@ async def test_context_extension_misconfiguration_is_a_denial_not_a_crash() -> N
     request = HttpRequest("GET", "h", "/", {}, {"paygress.price": "lots"})
     decision = await gate.check(request)
     assert isinstance(decision, Deny) and decision.status == 500
+
+
+async def test_dry_run_allows_everything_but_records_the_real_decision() -> None:
+    from paygress.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics()
+    store, wallet = FakeStore(), FakeWallet()
+    gate = Gate(
+        Pricing((API,)),
+        GateSettings(unit="sat", mints=(MINT,), dry_run=True),
+        wallet,
+        store,
+        metrics=metrics,
+    )
+    decision = await gate.check(req(**{"x-cashu": "garbage"}))
+    assert isinstance(decision, Allow) and decision.reason == "dry_run"
+    assert dict(decision.upstream_headers)["x-paygress-dry-run"] == "400 malformed"
+    assert metrics.checks.labels("deny", "malformed")._value.get() == 1
+
+
+async def test_unexpected_errors_deny_with_503_instead_of_raising() -> None:
+    gate, wallet, *_ = make_gate()
+    wallet.error = RuntimeError("bug")  # type: ignore[assignment]
+    decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
+    assert isinstance(decision, Deny) and decision.status == 503
+    assert body(decision)["reason"] == "internal_error"

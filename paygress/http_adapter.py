@@ -1,0 +1,136 @@
+"""HTTP forward-auth for NGINX (auth_request, ingress-nginx auth-url) and Traefik (ForwardAuth).
+
+The same gate decides as for Envoy. The original request comes in forwarding headers
+(`X-Forwarded-Method/-Uri/-Host` from Traefik, `X-Original-Method/-URI`/`X-Original-URL` from
+NGINX), so this port must be reachable by the proxy only.
+
+- `/nginx` is for NGINX's auth_request, which passes only 2xx/401/403 on: a denial becomes 401
+  with the real answer kept for a few seconds under the request's `X-Request-Id`, and the
+  shipped config replays it from `/nginx/denied/<id>` (a real 402 with its `X-Cashu` header).
+- Every other path answers with the decision as it is: 200 with the paid headers, or the
+  denial's status, headers and JSON body (Traefik passes those to the client).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from paygress.core.gate import Gate
+from paygress.core.model import Allow, Deny, HttpRequest
+from paygress.metrics import PrometheusMetrics
+
+DENIAL_TTL_SECONDS = 30.0
+DENIALS_MAX = 10_000
+
+
+def to_request(request: web.Request) -> HttpRequest:
+    """The core's view of a forward-auth call: the original request, from forwarding headers."""
+    h = request.headers
+    headers = {k.lower(): v for k, v in h.items()}
+    method = h.get("X-Forwarded-Method") or h.get("X-Original-Method") or request.method
+    uri = h.get("X-Forwarded-Uri") or h.get("X-Original-URI")
+    host = h.get("X-Forwarded-Host") or h.get("Host") or ""
+    original_url = h.get("X-Original-URL")
+    if uri is None and original_url:  # ingress-nginx sends the full URL
+        parts = urlsplit(original_url)
+        uri = parts.path + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc or host
+    return HttpRequest(method.upper(), host, uri or request.path_qs, headers)
+
+
+def allow_headers(decision: Allow) -> dict[str, str]:
+    """Headers of a 200: the upstream ones, then those meant for the client."""
+    out = dict(decision.upstream_headers)
+    out.update(decision.response_headers)
+    return out
+
+
+def deny_response(decision: Deny) -> web.Response:
+    return web.Response(status=decision.status, headers=dict(decision.headers), body=decision.body)
+
+
+class ForwardAuth:
+    """aiohttp handlers around the gate."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._denials: OrderedDict[str, tuple[float, Deny]] = OrderedDict()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_route("*", "/nginx/denied/{request_id}", self.nginx_denied)
+        app.router.add_route("*", "/nginx", self.nginx)
+        app.router.add_route("*", "/{tail:.*}", self.check)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def check(self, request: web.Request) -> web.Response:
+        decision = await self.gate.check(to_request(request))
+        if isinstance(decision, Allow):
+            return web.Response(status=200, headers=allow_headers(decision))
+        return deny_response(decision)
+
+    async def nginx(self, request: web.Request) -> web.Response:
+        decision = await self.gate.check(to_request(request))
+        if isinstance(decision, Allow):
+            return web.Response(status=200, headers=allow_headers(decision))
+        request_id = request.headers.get("X-Request-Id")
+        if request_id:
+            self._keep(request_id, decision)
+        return web.Response(
+            status=401 if decision.status != 403 else 403,
+            headers={"x-paygress-status": str(decision.status), **_cashu(decision.headers)},
+        )
+
+    async def nginx_denied(self, request: web.Request) -> web.Response:
+        """The real denial of an earlier /nginx call; decided again if it is not kept here
+        (another replica answered the first call, or it expired)."""
+        kept = self._denials.pop(request.match_info["request_id"], None)
+        if kept is not None and kept[0] > time.monotonic():
+            return deny_response(kept[1])
+        decision = await self.gate.check(to_request(request))
+        if isinstance(decision, Allow):  # paid in between: let the client retry
+            return web.Response(status=409, text="retry the request\n")
+        return deny_response(decision)
+
+    def _keep(self, request_id: str, decision: Deny) -> None:
+        now = time.monotonic()
+        denials = self._denials
+        denials[request_id[:128]] = (now + DENIAL_TTL_SECONDS, decision)
+        while denials and (len(denials) > DENIALS_MAX or next(iter(denials.values()))[0] < now):
+            denials.popitem(last=False)
+
+
+def _cashu(headers: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
+    return {k: v for k, v in headers if k in ("x-cashu", "retry-after")}
+
+
+async def start_site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+    """Serves `app` on host:port (port 0 picks one); returns the runner and the bound port."""
+    host, _, port = address.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else int(port)
+    return runner, int(bound)
+
+
+def metrics_app(metrics: PrometheusMetrics) -> web.Application:
+    """Serves /metrics."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    return app
