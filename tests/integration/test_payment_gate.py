@@ -364,3 +364,58 @@ async def lose_database(s: Stack, state: Path) -> None:
     await s.paygress.stop()
     await asyncio.to_thread(shutil.rmtree, state)
     await s.paygress.start()
+
+
+async def test_metrics_match_a_scripted_run(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    from tests.peers.procs import free_port
+
+    proxy = await CountingProxy.to_url(mint.url).start()
+    metrics_port = free_port()
+    config = gate_config(proxy.url, tmp / "state")
+    config["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    paygress = await PaygressProcess(config, OTHER_MNEMONIC, tmp / "paygress").start()
+    envoy = await EnvoyProxy(
+        tmp / "envoy", upstream=upstream.address, paygress_socket=paygress.socket_path
+    ).start()
+    try:
+        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=15) as http:
+            token = await wallet.token(mint.url, 6, token_mint=proxy.url)  # 3 requests
+            script = [
+                ("/free", {}),
+                ("/api/a", {}),
+                ("/api/a", {"X-Cashu": "cashuBjunk"}),
+                *[("/api/a", {"X-Cashu": token})] * 4,
+            ]
+            codes = [(await http.get(path, headers=h)).status_code for path, h in script]
+            assert codes == [200, 402, 400, 200, 200, 200, 402]
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    finally:
+        await envoy.stop()
+        await paygress.stop()
+        await proxy.stop()
+
+    def value(sample: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(sample + " ")]
+        assert lines, f"no sample {sample}"
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    assert value('paygress_checks_total{decision="allow",reason="free"}') == 1
+    assert value('paygress_checks_total{decision="deny",reason="payment_required"}') == 1
+    assert value('paygress_checks_total{decision="deny",reason="malformed"}') == 1
+    assert value('paygress_checks_total{decision="allow",reason="paid"}') == 3
+    assert value('paygress_checks_total{decision="deny",reason="exhausted"}') == 1
+    assert value("paygress_check_duration_seconds_count") == 7
+    # junk and the first use miss; the exhausted replay misses too once the used-up grant
+    # has been flushed out of memory (every 0.2 s here)
+    misses = value('paygress_redeem_cache_total{result="miss"}')
+    assert misses in (2, 3)
+    assert value('paygress_redeem_cache_total{result="hit"}') + misses == 6
+    assert value('paygress_payments_total{unit="sat"}') == 1
+    assert value('paygress_paid_amount_total{unit="sat"}') == 6
+    mint_label = f'mint="{proxy.url}"'
+    swaps = f'paygress_mint_requests_total{{endpoint="/v1/swap",{mint_label},outcome="2xx"}}'
+    assert value(swaps) == 1
+    assert value("paygress_dry_run") == 0
+    assert token not in text
