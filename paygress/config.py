@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
+from paygress.core.tiers import Tier
 
 DEFAULT_SOCKET = "/run/paygress/paygress.sock"
 DEFAULT_STATE_DIR = "/var/lib/paygress"
@@ -40,6 +41,18 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    """Where and how pods for payment are made (used when a route names a tier)."""
+
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    reaper_interval_seconds: float = 5.0
+    grace_seconds: int = 30
+    status_path: str = "/.well-known/paygress/pods/"
+    offers_path: str = "/.well-known/paygress/offers"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     state_dir: str = DEFAULT_STATE_DIR
@@ -54,6 +67,8 @@ class Config:
     log_level: str = "INFO"
     metrics_listen: str | None = None
     dry_run: bool = False
+    tiers: tuple[Tier, ...] = ()
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
 
     @property
     def database_path(self) -> Path:
@@ -75,8 +90,29 @@ _TOP_KEYS = {
     "log_level",
     "metrics",
     "dry_run",
+    "tiers",
+    "kubernetes",
 }
-_ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description"}
+_ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description", "tier"}
+_TIER_KEYS = {
+    "id",
+    "description",
+    "cpu",
+    "memory",
+    "images",
+    "port",
+    "rate_msat_per_second",
+    "min_seconds",
+    "max_seconds",
+}
+_KUBE_KEYS = {
+    "namespace",
+    "kubeconfig",
+    "reaper_interval_seconds",
+    "grace_seconds",
+    "status_path",
+    "offers_path",
+}
 _MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods"}
 
 
@@ -139,16 +175,42 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if not isinstance(mints_raw, list):
         raise ConfigError("mints: must be a list of mint URLs")
     mints = tuple(_mint(m, f"mints[{i}]") for i, m in enumerate(mints_raw))
+    tiers_raw = raw.get("tiers", [])
+    if not isinstance(tiers_raw, list):
+        raise ConfigError("tiers: must be a list")
+    tiers = tuple(_tier(t, i) for i, t in enumerate(tiers_raw))
+    tier_ids = [t.id for t in tiers]
+    if len(set(tier_ids)) != len(tier_ids):
+        raise ConfigError("tiers: duplicate tier id")
     routes_raw = raw.get("routes", [])
     if not isinstance(routes_raw, list):
         raise ConfigError("routes: must be a list")
-    routes = tuple(_route(r, i, unit) for i, r in enumerate(routes_raw))
+    routes = tuple(_route(r, i, unit, {t.id: t for t in tiers}) for i, r in enumerate(routes_raw))
     names = [r.name for r in routes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"routes: duplicate route name {sorted(dupes)[0]!r}")
     if routes and not mints:
         raise ConfigError("mints: priced routes need at least one accepted mint")
+    kube_raw = _mapping(raw.get("kubernetes", {}), "kubernetes")
+    _no_unknown(kube_raw, _KUBE_KEYS, "kubernetes.")
+    kube = KubernetesConfig(
+        namespace=_dns_label(
+            env.get("PAYGRESS_NAMESPACE", kube_raw.get("namespace", "default")),
+            "kubernetes.namespace",
+        ),
+        kubeconfig=env.get("PAYGRESS_KUBECONFIG", kube_raw.get("kubeconfig")),
+        reaper_interval_seconds=_float(
+            kube_raw.get("reaper_interval_seconds", 5.0), "kubernetes.reaper_interval_seconds"
+        ),
+        grace_seconds=_int(kube_raw.get("grace_seconds", 30), "kubernetes.grace_seconds"),
+        status_path=_str(
+            kube_raw.get("status_path", "/.well-known/paygress/pods/"), "kubernetes.status_path"
+        ),
+        offers_path=_str(
+            kube_raw.get("offers_path", "/.well-known/paygress/offers"), "kubernetes.offers_path"
+        ),
+    )
     limits_raw = _mapping(raw.get("limits", {}), "limits")
     _no_unknown(limits_raw, {"max_token_bytes", "max_proofs"}, "limits.")
     limits = LimitsConfig(
@@ -177,6 +239,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         ).upper(),
         metrics_listen=_tcp(metrics_listen, "metrics.listen") if metrics_listen else None,
         dry_run=dry_run,
+        tiers=tiers,
+        kubernetes=kube,
     )
 
 
@@ -197,7 +261,35 @@ def load_mnemonic(env: Mapping[str, str] | None = None) -> str:
     )
 
 
-def _route(raw: Any, index: int, unit: str) -> RouteRule:
+def _tier(raw: Any, index: int) -> Tier:
+    where = f"tiers[{index}]"
+    raw = _mapping(raw, where)
+    _no_unknown(raw, _TIER_KEYS, f"{where}.")
+    tid = _dns_label(raw.get("id"), f"{where}.id")
+    where = f"tiers[{index}] ({tid})"
+    images = _str_list(raw.get("images"), f"{where}.images")
+    if not images:
+        raise ConfigError(f"{where}.images: list at least one allowed image")
+    min_seconds = _int(raw.get("min_seconds", 60), f"{where}.min_seconds", 1)
+    max_seconds = _int(raw.get("max_seconds", 86400), f"{where}.max_seconds", 1)
+    if max_seconds < min_seconds:
+        raise ConfigError(f"{where}.max_seconds: must not be less than min_seconds")
+    return Tier(
+        id=tid,
+        description=_str(raw.get("description", ""), f"{where}.description", empty_ok=True),
+        cpu=_quantity(raw.get("cpu"), f"{where}.cpu"),
+        memory=_quantity(raw.get("memory"), f"{where}.memory"),
+        images=tuple(images),
+        port=_port(raw.get("port", 8080), f"{where}.port"),
+        rate_msat_per_second=_int(
+            raw.get("rate_msat_per_second"), f"{where}.rate_msat_per_second", 1
+        ),
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+    )
+
+
+def _route(raw: Any, index: int, unit: str, tiers: Mapping[str, Tier]) -> RouteRule:
     where = f"routes[{index}]"
     raw = _mapping(raw, where)
     _no_unknown(raw, _ROUTE_KEYS, f"{where}.")
@@ -218,8 +310,34 @@ def _route(raw: Any, index: int, unit: str) -> RouteRule:
         raise ConfigError(
             f"{where}.mode: must be per_request or per_second, not {mode_raw!r}"
         ) from None
+    if "tier" in raw:
+        tier_id = _str(raw["tier"], f"{where}.tier")
+        tier = tiers.get(tier_id)
+        if tier is None:
+            raise ConfigError(f"{where}.tier: no tier {tier_id!r} in tiers")
+        if "price" in raw or "grants" in raw or "mode" in raw:
+            raise ConfigError(f"{where}: a tier route takes its price from the tier")
+        return RouteRule(
+            name=name,
+            hosts=tuple(
+                h.lower() for h in _str_list(match.get("hosts", []), f"{where}.match.hosts")
+            ),
+            path_prefix=(
+                _str(match["path_prefix"], f"{where}.match.path_prefix")
+                if "path_prefix" in match
+                else None
+            ),
+            path_regex=regex,
+            methods=tuple(
+                m.upper() for m in _str_list(match.get("methods", []), f"{where}.match.methods")
+            ),
+            price=tier.min_payment,
+            mode=Mode.POD,
+            description=_str(raw.get("description", ""), f"{where}.description", empty_ok=True),
+            tier=tier,
+        )
     if "price" not in raw:
-        raise ConfigError(f"{where}.price: required (amount in {unit})")
+        raise ConfigError(f"{where}.price: required (amount in {unit}), or name a tier")
     return RouteRule(
         name=name,
         hosts=tuple(h.lower() for h in _str_list(match.get("hosts", []), f"{where}.match.hosts")),
@@ -235,6 +353,33 @@ def _route(raw: Any, index: int, unit: str) -> RouteRule:
         grants=_int(raw.get("grants", 1), f"{where}.grants", 1),
         description=_str(raw.get("description", ""), f"{where}.description", empty_ok=True),
     )
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+|E\d+)?")
+
+
+def _dns_label(value: Any, where: str) -> str:
+    text = _str(value, where)
+    if not _DNS_LABEL.fullmatch(text):
+        raise ConfigError(f"{where}: must be a DNS-1123 label (lowercase letters, digits, '-')")
+    return text
+
+
+def _quantity(value: Any, where: str) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    text = _str(value, where)
+    if not _QUANTITY.fullmatch(text):
+        raise ConfigError(f"{where}: not a Kubernetes quantity (e.g. 500m, 1, 512Mi)")
+    return text
+
+
+def _port(value: Any, where: str) -> int:
+    port = _int(value, where, 1)
+    if port > 65535:
+        raise ConfigError(f"{where}: must be a port number (1-65535)")
+    return port
 
 
 def _no_unknown(raw: Mapping[str, Any], known: set[str], prefix: str) -> None:
@@ -293,8 +438,8 @@ def _file_mode(value: Any, where: str) -> int:
 def _tcp(value: Any, where: str) -> str:
     text = _str(value, where)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: must be host:port, e.g. 127.0.0.1:9001")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}: must be host:port, e.g. 127.0.0.1:9001 (port 0: any free)")
     return text
 
 

@@ -59,9 +59,13 @@ class Running:
     http_port: int | None = None
     metrics_port: int | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _stopped: bool = False
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """NOT_SERVING, a drain grace period, then stop and persist everything."""
+        if self._stopped:
+            return
+        self._stopped = True
         drain = self.config.drain_seconds if drain_seconds is None else drain_seconds
         await self.health.enter_graceful_shutdown()
         if drain > 0:
@@ -83,80 +87,90 @@ class Running:
 
 
 async def start(config: Config, mnemonic: str) -> Running:
-    """Opens the state, binds the sockets and starts serving. Raises on any setup error."""
+    """Opens the state, binds the sockets and starts serving. Raises on any setup error,
+    after releasing whatever it had opened."""
     seed = Seed.from_mnemonic(mnemonic)
-    store = SqliteStore(config.database_path)
-    await store.open(seed_id(mnemonic))
-    metrics = PrometheusMetrics()
-    metrics.dry_run.set(1 if config.dry_run else 0)
+    async with contextlib.AsyncExitStack() as undo:
+        store = SqliteStore(config.database_path)
+        undo.push_async_callback(store.close)
+        await store.open(seed_id(mnemonic))
+        metrics = PrometheusMetrics()
+        metrics.dry_run.set(1 if config.dry_run else 0)
 
-    def mint_client(url: str) -> MintClient:
-        return MintClient(
-            url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
+        def mint_client(url: str) -> MintClient:
+            return MintClient(
+                url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
+            )
+
+        wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
+        undo.push_async_callback(wallet.aclose)
+        gate = Gate(
+            Pricing(config.routes),
+            GateSettings(
+                unit=config.unit,
+                mints=config.mints,
+                max_token_bytes=config.limits.max_token_bytes,
+                max_proofs=config.limits.max_proofs,
+                retry_after_seconds=config.retry_after_seconds,
+                dry_run=config.dry_run,
+            ),
+            wallet,
+            store,
+            metrics=metrics,
         )
+        await gate.start()
+        metrics.gauge(
+            "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
+        )
+        health = HealthServicer()
+        socket_path = Path(config.listen.socket)
+        _prepare_socket_path(socket_path)
 
-    wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
-    gate = Gate(
-        Pricing(config.routes),
-        GateSettings(
-            unit=config.unit,
-            mints=config.mints,
-            max_token_bytes=config.limits.max_token_bytes,
-            max_proofs=config.limits.max_proofs,
-            retry_after_seconds=config.retry_after_seconds,
-            dry_run=config.dry_run,
-        ),
-        wallet,
-        store,
-        metrics=metrics,
-    )
-    await gate.start()
-    metrics.gauge(
-        "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
-    )
-    health = HealthServicer()
-    socket_path = Path(config.listen.socket)
-    _prepare_socket_path(socket_path)
-
-    unix_server = grpc.aio.server()
-    grpc_adapter.add_to_server(gate, unix_server)
-    admin.add_to_server(wallet, unix_server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, unix_server)
-    names = [
-        AUTHZ_SERVICE,
-        ADMIN_SERVICE,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-    ]
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], unix_server)
-    old_umask = os.umask(0o777 & ~config.listen.socket_mode)
-    try:
-        unix_server.add_insecure_port(f"unix:{socket_path}")
-        await unix_server.start()
-    finally:
-        os.umask(old_umask)
-    os.chmod(socket_path, config.listen.socket_mode)
-    servers = [unix_server]
-
-    tcp_port: int | None = None
-    if config.listen.tcp:
-        tcp_server = grpc.aio.server()
-        grpc_adapter.add_to_server(gate, tcp_server)
-        health_pb2_grpc.add_HealthServicer_to_server(health, tcp_server)
+        unix_server = grpc.aio.server()
+        grpc_adapter.add_to_server(gate, unix_server)
+        admin.add_to_server(wallet, unix_server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, unix_server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection(
-            [AUTHZ_SERVICE, names[2], reflection.SERVICE_NAME], tcp_server
+            [AUTHZ_SERVICE, ADMIN_SERVICE, health_name, reflection.SERVICE_NAME], unix_server
         )
-        tcp_port = tcp_server.add_insecure_port(config.listen.tcp)
-        await tcp_server.start()
-        servers.append(tcp_server)
+        old_umask = os.umask(0o777 & ~config.listen.socket_mode)
+        try:
+            unix_server.add_insecure_port(f"unix:{socket_path}")
+            await unix_server.start()
+        finally:
+            os.umask(old_umask)
+        undo.push_async_callback(unix_server.stop, None)
+        undo.callback(socket_path.unlink, missing_ok=True)
+        os.chmod(socket_path, config.listen.socket_mode)
+        servers = [unix_server]
 
-    runners: list[web.AppRunner] = []
-    http_port = metrics_port = None
-    if config.listen.http:
-        runner, http_port = await start_site(ForwardAuth(gate).app(), config.listen.http)
-        runners.append(runner)
-    if config.metrics_listen:
-        runner, metrics_port = await start_site(metrics_app(metrics), config.metrics_listen)
-        runners.append(runner)
+        tcp_port: int | None = None
+        if config.listen.tcp:
+            tcp_server = grpc.aio.server()
+            grpc_adapter.add_to_server(gate, tcp_server)
+            health_pb2_grpc.add_HealthServicer_to_server(health, tcp_server)
+            reflection.enable_server_reflection(
+                [AUTHZ_SERVICE, health_name, reflection.SERVICE_NAME], tcp_server
+            )
+            tcp_port = tcp_server.add_insecure_port(config.listen.tcp)
+            if not tcp_port:
+                raise OSError(f"cannot listen on {config.listen.tcp}")
+            await tcp_server.start()
+            undo.push_async_callback(tcp_server.stop, None)
+            servers.append(tcp_server)
+
+        runners: list[web.AppRunner] = []
+        http_port = metrics_port = None
+        if config.listen.http:
+            runner, http_port = await start_site(ForwardAuth(gate).app(), config.listen.http)
+            undo.push_async_callback(runner.cleanup)
+            runners.append(runner)
+        if config.metrics_listen:
+            runner, metrics_port = await start_site(metrics_app(metrics), config.metrics_listen)
+            undo.push_async_callback(runner.cleanup)
+            runners.append(runner)
+        undo.pop_all()  # started: from here on, Running.stop() owns the cleanup
 
     flusher = asyncio.create_task(_flush_forever(gate, config.flush_interval_seconds))
     asyncio.create_task(_recover(wallet))  # noqa: RUF006 - best effort, logs its outcome

@@ -127,6 +127,7 @@ class Gate:
             return Allow(
                 reason="dry_run",
                 upstream_headers=(("x-paygress-dry-run", f"{decision.status} {decision.reason}"),),
+                remove_headers=_payment_headers(request.headers),
             )
         return decision
 
@@ -324,10 +325,21 @@ class Gate:
         )
 
 
+def _payment_headers(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Headers that must not reach the upstream: tokens and forged paid headers."""
+    remove = [h for h in headers if h.startswith(PAID_HEADER_PREFIX)]
+    if "x-cashu" in headers:
+        remove.append("x-cashu")
+    auth = headers.get("authorization")
+    if auth and _authorization_token(auth):
+        remove.append("authorization")
+    return tuple(remove)
+
+
 def _extract_token(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("x-cashu")
+    value = (headers.get("x-cashu") or "").strip()
     if value:
-        return value.strip()
+        return value
     auth = headers.get("authorization")
     return _authorization_token(auth) if auth else None
 

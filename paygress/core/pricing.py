@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from paygress.core.tiers import Tier
+
 
 class Mode(enum.StrEnum):
     """What a payment buys: a number of requests, or time."""
 
     PER_REQUEST = "per_request"
     PER_SECOND = "per_second"
+    POD = "pod"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,7 @@ class RouteRule:
     path_regex: str | None = None
     methods: tuple[str, ...] = ()
     description: str = ""
+    tier: Tier | None = None
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +55,12 @@ class RouteRule:
 
     def describe(self, unit: str) -> str:
         """Plain words for what a payment buys, e.g. '1 request per 10 sat'."""
+        if self.tier is not None:
+            t = self.tier
+            return (
+                f"a {t.id} pod ({t.cpu} CPU, {t.memory}) at {t.rate_msat_per_second} msat per "
+                f"second, {t.min_seconds} to {t.max_seconds} s; at least {t.min_payment} {unit}"
+            )
         what = "request" if self.mode is Mode.PER_REQUEST else "second"
         plural = "" if self.grants == 1 else "s"
         return f"{self.grants} {what}{plural} per {self.price} {unit}"
@@ -70,6 +80,7 @@ class Pricing:
 
     def __init__(self, rules: tuple[RouteRule, ...]) -> None:
         self.rules = rules
+        self.tiers = {r.tier.id: r.tier for r in rules if r.tier is not None}
         self._by_name = {r.name: r for r in rules}
 
     def match(

@@ -259,6 +259,16 @@ async def test_dry_run_allows_everything_but_records_the_real_decision() -> None
     assert isinstance(decision, Allow) and decision.reason == "dry_run"
     assert dict(decision.upstream_headers)["x-paygress-dry-run"] == "400 malformed"
     assert metrics.checks.labels("deny", "malformed")._value.get() == 1
+    forged = req(**{"x-cashu": make_token((2,)), "x-paygress-paid": "1000"})
+    decision = await gate.check(forged)
+    assert isinstance(decision, Allow)
+    assert set(decision.remove_headers) == {"x-cashu", "x-paygress-paid"}, "dry run strips"
+
+
+async def test_blank_x_cashu_does_not_hide_an_authorization_token() -> None:
+    gate, *_ = make_gate()
+    decision = await gate.check(req(**{"x-cashu": "  ", "authorization": f"Cashu {make_token()}"}))
+    assert isinstance(decision, Allow)
 
 
 async def test_unexpected_errors_deny_with_503_instead_of_raising() -> None:
