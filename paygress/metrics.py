@@ -50,6 +50,13 @@ class PrometheusMetrics:
             "paygress_mint_request_duration_seconds", "Latency of HTTP requests to mints.",
             ["mint", "endpoint"], buckets=MINT_BUCKETS, registry=r,
         )  # fmt: skip
+        self.pod_events = Counter(
+            "paygress_pods", "Pods created and reaped.", ["event"], registry=r
+        )
+        self.kube_errors = Counter(
+            "paygress_kubernetes_api_errors", "Failed Kubernetes API calls (before retries).",
+            registry=r,
+        )  # fmt: skip
         self.dry_run = Gauge(
             "paygress_dry_run", "1 when every request is allowed (dry-run mode).", registry=r
         )
@@ -68,6 +75,13 @@ class PrometheusMetrics:
         self.paid.labels(unit).inc(amount)
 
     # -- the rest --
+
+    def pod_event(self, event: str) -> None:
+        """`created`, `reaped` or `api_error`, from the pods module."""
+        if event == "api_error":
+            self.kube_errors.inc()
+        else:
+            self.pod_events.labels(event).inc()
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time."""

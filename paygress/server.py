@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,11 @@ from paygress.cashu.mint_client import MintClient
 from paygress.cashu.nut13 import Seed
 from paygress.config import Config
 from paygress.core.gate import Gate, GateSettings
+from paygress.core.pod_access import PodAccess, PodPaths
 from paygress.core.pricing import Pricing
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
+from paygress.pods import KubePods
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -59,6 +62,7 @@ class Running:
     http_port: int | None = None
     metrics_port: int | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
+    pods: KubePods | None = None
     _stopped: bool = False
 
     async def stop(self, drain_seconds: float | None = None) -> None:
@@ -80,6 +84,8 @@ class Running:
         await self.gate.drain()
         await self.gate.flush()
         await self.wallet.aclose()
+        if self.pods is not None:
+            await self.pods.aclose()
         await self.store.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -104,6 +110,21 @@ async def start(config: Config, mnemonic: str) -> Running:
 
         wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
         undo.push_async_callback(wallet.aclose)
+        pods: KubePods | None = None
+        pod_access: PodAccess | None = None
+        if any(r.tier is not None for r in config.routes):
+            pods = await KubePods.connect(config.kubernetes, on_event=metrics.pod_event)
+            undo.push_async_callback(pods.aclose)
+            await pods.start()
+            metrics.gauge("paygress_pods_active", "Paid pods known to this instance.", pods.count)
+            pod_access = PodAccess(
+                pods,
+                PodPaths(config.kubernetes.offers_path, config.kubernetes.status_path),
+                config.unit,
+                config.mints,
+                config.tiers,
+                time.time,
+            )
         gate = Gate(
             Pricing(config.routes),
             GateSettings(
@@ -117,6 +138,7 @@ async def start(config: Config, mnemonic: str) -> Running:
             wallet,
             store,
             metrics=metrics,
+            pods=pod_access,
         )
         await gate.start()
         metrics.gauge(
@@ -203,6 +225,7 @@ async def start(config: Config, mnemonic: str) -> Running:
         http_port,
         metrics_port,
         runners,
+        pods=pods,
     )
 
 

@@ -13,6 +13,7 @@ from paygress.cashu.models import Token
 from paygress.cashu.token import TokenError, parse_token
 from paygress.core.grants import GrantBook
 from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
+from paygress.core.pod_access import POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
     Metrics,
@@ -63,6 +64,7 @@ class Gate:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        pods: PodAccess | None = None,
     ) -> None:
         self.pricing = pricing
         self.settings = settings
@@ -70,6 +72,7 @@ class Gate:
         self.store = store
         self.metrics = metrics or NullMetrics()
         self.clock = clock
+        self.pods = pods
         self.book = GrantBook()
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
@@ -133,6 +136,8 @@ class Gate:
 
     async def _check(self, request: HttpRequest) -> Decision:
         headers = request.headers
+        if self.pods is not None and self.pods.answers(request.path):
+            return await self.pods.answer(request.path)
         spoofed = tuple(h for h in headers if h.startswith(PAID_HEADER_PREFIX))
         try:
             rule = self.pricing.match(request.method, request.host, request.path, request.context)
@@ -141,6 +146,8 @@ class Gate:
             return deny(500, "misconfigured", "route_misconfigured", str(exc))
         if rule is None:
             return Allow(reason="free", remove_headers=spoofed) if spoofed else FREE
+        if rule.mode is Mode.POD and self.pods is None:
+            return deny(500, "misconfigured", "route_misconfigured", "tier route without pods")
         raw = _extract_token(headers)
         if raw is None:
             return self._pay(rule, 402, "payment_required", "Payment required.")
@@ -155,12 +162,15 @@ class Gate:
         grant = self.book.by_token(key)
         if grant is None:
             self.metrics.redeem_cache(False)
-            found = await self._grant_for(raw, key, rule)
+            found = await self._grant_for(raw, key, rule, headers)
             if isinstance(found, Deny):
                 return found
             grant = found
         else:
             self.metrics.redeem_cache(True)
+        if grant.mode is Mode.POD and grant.route == rule.name and grant.usable(self.clock()):
+            assert self.pods is not None
+            return await self.pods.use(grant, rule, headers)
         return self._use(grant, rule, headers, spoofed)
 
     def _use(
@@ -201,7 +211,9 @@ class Gate:
             remove_headers=tuple(remove),
         )
 
-    async def _grant_for(self, raw: str, key: bytes, rule: RouteRule) -> Grant | Deny:
+    async def _grant_for(
+        self, raw: str, key: bytes, rule: RouteRule, headers: Mapping[str, str]
+    ) -> Grant | Deny:
         """Finds or creates the grant of a token seen for the first time in memory."""
         try:
             token = parse_token(
@@ -212,6 +224,8 @@ class Gate:
         except TokenError as exc:
             return self._pay(rule, 400, exc.reason, f"Invalid Cashu token: {exc}")
         problem = self._precheck(token, rule)
+        if problem is None and self.pods is not None and rule.mode is Mode.POD:
+            problem = self.pods.precheck(rule, headers)
         if problem is not None:
             return problem
         fp = fingerprint(token)
@@ -222,13 +236,15 @@ class Gate:
         if task is None:
             # The redemption runs as its own task: a client that goes away (Envoy timeout,
             # cancelled RPC) must not cancel a swap whose proofs are not yet persisted.
-            task = asyncio.create_task(self._redeem(token, fp, rule, raw))
+            task = asyncio.create_task(self._redeem(token, fp, rule, raw, headers.get(POD_HEADER)))
             self._inflight[fp] = task
             task.add_done_callback(lambda t: self._redeemed(fp, t))
         try:
             grant = await asyncio.shield(task)
         except PaymentRejected as exc:
-            return self._pay(rule, 400, exc.reason, exc.message)
+            return self._pay(
+                rule, 404 if exc.reason == "unknown_pod" else 400, exc.reason, exc.message
+            )
         except MintUnreachable as exc:
             return deny(
                 503,
@@ -241,16 +257,29 @@ class Gate:
             grant = self.book.add(grant, key)
         return grant
 
-    async def _redeem(self, token: Token, fp: str, rule: RouteRule, raw: str) -> Grant:
+    async def _redeem(
+        self, token: Token, fp: str, rule: RouteRule, raw: str, top_up_pod: str | None = None
+    ) -> Grant:
         stored = await self.store.get_grant(fp)
         if stored is not None:
             log.info("token %s known from the store (grant %s)", token_hash(raw), fp[:16])
             return stored
+        top_up = await self._top_up(rule, top_up_pod) if top_up_pod else None
 
         def grant_for(received: Received) -> Grant:
+            if rule.mode is Mode.POD:
+                assert self.pods is not None
+                mint = normalize_mint_url(token.mint)
+                return self.pods.new_grant(fp, rule, mint, received, top_up)
             return self._new_grant(fp, rule, token, received)
 
         grant = await self.wallet.redeem(token, fp, grant_for)
+        if top_up is not None:
+            assert self.pods is not None
+            for owner in top_up.owners:
+                owner.expires_at = grant.expires_at
+                self.book.touched(self.book.add(owner))
+            await self.pods.extended(top_up.pod, grant.expires_at)
         self.metrics.received(grant.unit, grant.paid)
         log.info(
             "redeemed token %s: %d %s for route %s (grant %s)",
@@ -261,6 +290,17 @@ class Gate:
             fp[:16],
         )
         return grant
+
+    async def _top_up(self, rule: RouteRule, pod: str) -> TopUp:
+        """The grants that reach `pod`, which a payment with X-Paygress-Pod extends."""
+        owners = tuple(
+            self.book.by_id(g.id) or g
+            for g in await self.store.grants_of_pod(pod)
+            if g.route == rule.name
+        )
+        if not owners:
+            raise PaymentRejected("unknown_pod", f"No pod {pod!r} was paid for on this route.")
+        return TopUp(pod, owners)
 
     def _new_grant(self, fp: str, rule: RouteRule, token: Token, received: Received) -> Grant:
         if received.credited < rule.price or received.net <= 0:

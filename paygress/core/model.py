@@ -57,6 +57,7 @@ class Grant:
     created_at: float
     requests_left: int = 0
     expires_at: float = 0.0
+    pod: str = ""
 
     def usable(self, now: float) -> bool:
         if self.mode is Mode.PER_REQUEST:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from paygress.cashu.models import Token
 from paygress.core.model import Grant, Received
+from paygress.core.tiers import Tier
 
 
 class RedeemError(Exception):
@@ -45,6 +47,60 @@ class GrantStore(Protocol):
     async def load_active_grants(self, now: float) -> list[Grant]: ...
 
     async def save_usage(self, grants: Sequence[Grant]) -> None: ...
+
+    async def grants_of_pod(self, pod: str) -> list[Grant]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    """What the gate needs to know of a paid pod."""
+
+    name: str
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    ip: str | None = None
+    ready: bool = False
+    expires_at: float = 0.0
+
+    @property
+    def reachable(self) -> bool:
+        return self.phase == "Running" and bool(self.ip)
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    """A pod to create for a grant."""
+
+    name: str
+    tier: Tier
+    image: str
+    grant_id: str
+    route: str
+    paid: int
+    expires_at: float
+
+
+class PodsUnavailable(Exception):
+    """The Kubernetes API could not be used (after retries): 503 with Retry-After."""
+
+
+class Pods(Protocol):
+    """Pods for payment, in a workload namespace."""
+
+    def state(self, name: str) -> PodState | None:
+        """The last known state (memory only; the hot path)."""
+        ...
+
+    async def ensure(self, request: PodRequest) -> PodState:
+        """Creates the pod if it does not exist (idempotent); raises PodsUnavailable."""
+        ...
+
+    async def refresh(self, name: str) -> PodState | None:
+        """Asks the API for the pod's current state (rate-limited by the implementation)."""
+        ...
+
+    async def extend(self, name: str, expires_at: float) -> None:
+        """Moves the pod's paid end (its expiry annotation); raises PodsUnavailable."""
+        ...
 
 
 class Metrics(Protocol):

@@ -46,8 +46,10 @@ CREATE TABLE IF NOT EXISTS grants (
     requests_left INTEGER NOT NULL,
     expires_at REAL NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    pod TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS grants_by_pod ON grants (pod) WHERE pod != '';
 CREATE TABLE IF NOT EXISTS swaps (
     fingerprint TEXT PRIMARY KEY,
     mint TEXT NOT NULL,
@@ -176,9 +178,17 @@ class SqliteStore:
             with self._tx() as tx:
                 rows = tx.execute(
                     "SELECT * FROM grants WHERE (mode = 'per_request' AND requests_left > 0)"
-                    " OR (mode = 'per_second' AND expires_at > ?)",
+                    " OR (mode != 'per_request' AND expires_at > ?)",
                     (now,),
                 ).fetchall()
+            return [_grant(r) for r in rows]
+
+        return await self._run(load)
+
+    async def grants_of_pod(self, pod: str) -> list[Grant]:
+        def load() -> list[Grant]:
+            with self._tx() as tx:
+                rows = tx.execute("SELECT * FROM grants WHERE pod = ?", (pod,)).fetchall()
             return [_grant(r) for r in rows]
 
         return await self._run(load)
@@ -336,7 +346,7 @@ class SqliteStore:
                     _mark_pending(tx, wid, mint, unit, handed, now)
                 if grant is not None:
                     tx.execute(
-                        "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             grant.id,
                             grant.route,
@@ -348,6 +358,7 @@ class SqliteStore:
                             grant.expires_at,
                             grant.created_at,
                             now,
+                            grant.pod,
                         ),
                     )
                 tx.execute("DELETE FROM swaps WHERE fingerprint = ?", (fingerprint,))
@@ -473,7 +484,7 @@ def _proof(row: Sequence[Any]) -> Proof:
 
 
 def _grant(row: Sequence[Any]) -> Grant:
-    gid, route, mode, unit, mint, paid, left, expires, created, _updated = row
+    gid, route, mode, unit, mint, paid, left, expires, created, _updated, pod = row
     return Grant(
         id=gid,
         route=route,
@@ -484,6 +495,7 @@ def _grant(row: Sequence[Any]) -> Grant:
         created_at=float(created),
         requests_left=int(left),
         expires_at=float(expires),
+        pod=pod,
     )
 
 
