@@ -79,3 +79,6 @@ class FakeStore:
         self.saves += 1
         for g in grants:
             self.grants[g.id] = replace(g)
+
+    async def grants_of_pod(self, pod: str) -> list[Grant]:
+        return [replace(g) for g in self.grants.values() if g.pod == pod]
