@@ -6,7 +6,7 @@ from typing import Any
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.model import Allow, Deny, HttpRequest
 from paygress.core.pod_access import PodAccess, PodPaths
-from paygress.core.ports import PodRequest, PodsUnavailable, PodState
+from paygress.core.ports import PodRequest, PodState, PodsUnavailable
 from paygress.core.pricing import Mode, Pricing, RouteRule
 from paygress.core.tiers import Tier
 
