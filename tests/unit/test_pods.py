@@ -161,7 +161,7 @@ async def test_reaper_deletes_only_expired_pods_and_tolerates_404() -> None:
 
 
 async def test_extend_moves_the_annotation() -> None:
-    pods, core = make_pods()
+    pods, _ = make_pods()
     await pods.ensure(REQUEST)
     await pods.extend(REQUEST.name, REQUEST.expires_at + 100)
     assert pods.state(REQUEST.name).expires_at == REQUEST.expires_at + 100  # type: ignore[union-attr]
