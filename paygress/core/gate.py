@@ -13,7 +13,7 @@ from paygress.cashu.models import Token
 from paygress.cashu.token import TokenError, parse_token
 from paygress.core.grants import GrantBook
 from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
-from paygress.core.pod_access import POD_HEADER, PodAccess, TopUp
+from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
     Metrics,
@@ -138,7 +138,7 @@ class Gate:
         headers = request.headers
         if self.pods is not None and self.pods.answers(request.path):
             return await self.pods.answer(request.path)
-        spoofed = tuple(h for h in headers if h.startswith(PAID_HEADER_PREFIX))
+        spoofed = tuple(h for h in headers if h.startswith(PAID_HEADER_PREFIX) or h == ORIGINAL_DST)
         try:
             rule = self.pricing.match(request.method, request.host, request.path, request.context)
         except ValueError as exc:
@@ -367,7 +367,7 @@ class Gate:
 
 def _payment_headers(headers: Mapping[str, str]) -> tuple[str, ...]:
     """Headers that must not reach the upstream: tokens and forged paid headers."""
-    remove = [h for h in headers if h.startswith(PAID_HEADER_PREFIX)]
+    remove = [h for h in headers if h.startswith(PAID_HEADER_PREFIX) or h == ORIGINAL_DST]
     if "x-cashu" in headers:
         remove.append("x-cashu")
     auth = headers.get("authorization")

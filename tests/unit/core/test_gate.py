@@ -59,6 +59,10 @@ async def test_free_route_strips_spoofed_paid_headers() -> None:
     gate, *_ = make_gate()
     decision = await gate.check(req("/public", **{"x-paygress-paid": "1000"}))
     assert isinstance(decision, Allow) and decision.remove_headers == ("x-paygress-paid",)
+    chosen = {"x-envoy-original-dst-host": "169.254.169.254:80"}
+    decision = await gate.check(req("/public", **chosen))
+    assert isinstance(decision, Allow)
+    assert decision.remove_headers == ("x-envoy-original-dst-host",), "no client-chosen dst"
 
 
 async def test_priced_route_without_payment_is_402_with_request() -> None:
