@@ -21,10 +21,11 @@ import pytest
 import pytest_asyncio
 
 from paygress.cashu.nut18 import decode_payment_request
-from tests.peers.envoy import REPO_ROOT, EnvoyProxy
+from tests.peers.envoy import EnvoyProxy
 from tests.peers.kubeapi import FakeKubeApi
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import PaygressProcess
+from tests.peers.procs import REPO_ROOT
 from tests.peers.proxy import CountingProxy
 from tests.peers.upstream import EchoUpstream
 from tests.peers.wallet import CashuWallet
