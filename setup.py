@@ -18,6 +18,10 @@ class BuildWithProtos(build_py):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.generate()
+        # setuptools listed the packages before the stubs existed (a clean checkout, an sdist,
+        # a container build): add the generated package so that it is built too.
+        if self.packages is not None and "paygress.v1" not in self.packages:
+            self.packages.append("paygress.v1")
         super().run()
 
 
