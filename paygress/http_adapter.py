@@ -26,21 +26,32 @@ from paygress.metrics import PrometheusMetrics
 
 DENIAL_TTL_SECONDS = 30.0
 DENIALS_MAX = 10_000
+MAX_HEADER_BYTES = 64 * 1024
 
 
-def to_request(request: web.Request) -> HttpRequest:
-    """The core's view of a forward-auth call: the original request, from forwarding headers."""
+def to_request(request: web.Request, *, nginx: bool = False) -> HttpRequest:
+    """The core's view of a forward-auth call: the original request, from forwarding headers.
+
+    With `nginx`, only the headers NGINX itself sets are read, since it passes the client's
+    own on too: X-Original-Method and X-Original-URL (ingress-nginx), or X-Original-URI and
+    X-Forwarded-Host (deploy/nginx/nginx.conf, which also clears X-Original-URL). A client's
+    X-Forwarded-Uri/-Method must not be able to turn a priced request into a free one there.
+    """
     h = request.headers
     headers = {k.lower(): v for k, v in h.items()}
-    method = h.get("X-Forwarded-Method") or h.get("X-Original-Method") or request.method
-    uri = h.get("X-Forwarded-Uri") or h.get("X-Original-URI")
+    if nginx:
+        method = h.get("X-Original-Method")
+        uri = h.get("X-Original-URI")
+    else:
+        method = h.get("X-Forwarded-Method") or h.get("X-Original-Method")
+        uri = h.get("X-Forwarded-Uri") or h.get("X-Original-URI")
     host = h.get("X-Forwarded-Host") or h.get("Host") or ""
     original_url = h.get("X-Original-URL")
-    if uri is None and original_url:  # ingress-nginx sends the full URL
+    if original_url and (nginx or uri is None):  # ingress-nginx sends the full URL
         parts = urlsplit(original_url)
         uri = parts.path + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc or host
-    return HttpRequest(method.upper(), host, uri or request.path_qs, headers)
+    return HttpRequest((method or request.method).upper(), host, uri or request.path_qs, headers)
 
 
 def allow_headers(decision: Allow) -> dict[str, str]:
@@ -79,7 +90,7 @@ class ForwardAuth:
         return deny_response(decision)
 
     async def nginx(self, request: web.Request) -> web.Response:
-        decision = await self.gate.check(to_request(request))
+        decision = await self.gate.check(to_request(request, nginx=True))
         if isinstance(decision, Allow):
             return web.Response(status=200, headers=allow_headers(decision))
         request_id = request.headers.get("X-Request-Id")
@@ -96,7 +107,7 @@ class ForwardAuth:
         kept = self._denials.pop(request.match_info["request_id"], None)
         if kept is not None and kept[0] > time.monotonic():
             return deny_response(kept[1])
-        decision = await self.gate.check(to_request(request))
+        decision = await self.gate.check(to_request(request, nginx=True))
         if isinstance(decision, Allow):  # paid in between: let the client retry
             return web.Response(status=409, text="retry the request\n")
         return deny_response(decision)
@@ -116,7 +127,12 @@ def _cashu(headers: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
 async def start_site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
     """Serves `app` on host:port (port 0 picks one); returns the runner and the bound port."""
     host, _, port = address.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
+    # aiohttp refuses header lines over 8190 bytes with a bare 400: a token near
+    # limits.max_token_bytes would never reach the gate, and a larger one would not get its
+    # JSON `too_large` answer with a payment request.
+    runner = web.AppRunner(
+        app, access_log=None, max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES
+    )
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
     await site.start()
