@@ -109,7 +109,8 @@ class PodAccess:
         """The grant a payment buys on a tier route: a new pod's lifetime, or more time."""
         tier = rule.tier
         assert tier is not None
-        now = self.clock()
+        # Whole seconds: the expiry annotation (RFC 3339) that reapers read is the same instant.
+        now = float(int(self.clock()))
         credited = received.credited
         if top_up is None:
             lifetime = tier.lifetime_for(credited)

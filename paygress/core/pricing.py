@@ -6,7 +6,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from paygress.core.tiers import Tier
 
@@ -94,7 +94,7 @@ class Pricing:
         """
         if context and any(k.startswith(self.OVERRIDE_PREFIX) for k in context):
             return self._from_context(method, host, path, context)
-        path = path.split("?", 1)[0]
+        path = normalize_path(path)
         for rule in self.rules:
             if rule.matches(method, host, path):
                 return rule
@@ -127,6 +127,29 @@ class Pricing:
             grants=grants,
             description=base.description if base else "",
         )
+
+
+def normalize_path(path: str) -> str:
+    """The path a rule is matched against: no query, percent-escapes decoded (an encoded slash
+    too), slashes merged, dot segments resolved. `/%61pi/x`, `//api/x`, `/public/../api/x` and
+    `/api%2Fx` all price as `/api/x`: whatever form an upstream decodes, the price follows."""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    if "%" in path:
+        path = unquote(path, errors="replace")
+    if "//" not in path and "/." not in path and "\\" not in path:
+        return path or "/"
+    path = path.replace("\\", "/")
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    return "/" + "/".join(out) + trailing
 
 
 def _positive_int(text: str, key: str, *, allow_zero: bool = False) -> int:

@@ -419,3 +419,18 @@ async def test_metrics_match_a_scripted_run(
     assert value(swaps) == 1
     assert value("paygress_dry_run") == 0
     assert token not in text
+
+
+@pytest.mark.parametrize(
+    "path", ["/%61pi/x", "//api/x", "/public/../api/x", "/./api/x", "/api%2Fx"]
+)
+async def test_other_spellings_of_a_priced_path_are_not_free(stack: Stack, path: str) -> None:
+    # Sent as raw bytes: HTTP clients would clean the path up before it left.
+    host, port = stack.envoy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    status = int(status_line.split()[1])
+    assert status in (400, 402), f"{path} answered {status}"

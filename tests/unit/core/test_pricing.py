@@ -81,3 +81,40 @@ def test_normalize_mint_url() -> None:
     for bad in ("ftp://x", "mint.example.com", "https://u:p@x", "https://x/?a=1"):
         with pytest.raises(ValueError):
             normalize_mint_url(bad)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/x",
+        "/%61pi/x",
+        "//api/x",
+        "/public/../api/x",
+        "/api%2Fx",
+        "/./api/x",
+        "/api//x",
+        "/public/%2E%2E/api/x",
+        "\\api\\x",
+    ],
+)
+def test_every_spelling_of_a_priced_path_is_priced(path: str) -> None:
+    rule = PRICING.match("GET", "h", path)
+    assert rule is not None and rule.name == "api", path
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("/", "/"),
+        ("", "/"),
+        ("/a/b/", "/a/b/"),
+        ("/a/./b/../c", "/a/c"),
+        ("/../../etc", "/etc"),
+        ("/a%20b?q=%2F", "/a b"),
+        ("/a/b/..", "/a/"),
+    ],
+)
+def test_normalize_path(raw: str, normal: str) -> None:
+    from paygress.core.pricing import normalize_path
+
+    assert normalize_path(raw) == normal
