@@ -120,26 +120,18 @@ class PodAccess:
                     f"A {tier.id} pod needs at least {tier.min_payment} {self.unit} "
                     f"({tier.min_seconds} s at {tier.rate_msat_per_second} msat/s).",
                 )
-            return Grant(
-                id=fp,
-                route=rule.name,
-                mode=Mode.POD,
-                unit=self.unit,
-                mint=mint,
-                paid=credited,
-                created_at=now,
-                expires_at=now + lifetime,
-                pod=pod_name(tier.id, fp),
-            )
-        current_end = max(g.expires_at for g in top_up.owners)
-        born = min(g.created_at for g in top_up.owners)
-        new_end = min(max(now, current_end) + tier.seconds_for(credited), born + tier.max_seconds)
-        if new_end <= max(now, current_end):
-            raise PaymentRejected(
-                "max_lifetime",
-                f"Pod {top_up.pod} cannot live longer than {tier.max_seconds} s, or the payment "
-                "buys less than a second.",
-            )
+            pod, expires_at = pod_name(tier.id, fp), now + lifetime
+        else:
+            current_end = max(now, *(g.expires_at for g in top_up.owners))
+            born = min(g.created_at for g in top_up.owners)
+            expires_at = min(current_end + tier.seconds_for(credited), born + tier.max_seconds)
+            if expires_at <= current_end:
+                raise PaymentRejected(
+                    "max_lifetime",
+                    f"Pod {top_up.pod} cannot live longer than {tier.max_seconds} s, or the "
+                    "payment buys less than a second.",
+                )
+            pod = top_up.pod
         return Grant(
             id=fp,
             route=rule.name,
@@ -148,8 +140,8 @@ class PodAccess:
             mint=mint,
             paid=credited,
             created_at=now,
-            expires_at=new_end,
-            pod=top_up.pod,
+            expires_at=expires_at,
+            pod=pod,
         )
 
     # -- using a grant ---------------------------------------------------------------------------

@@ -12,9 +12,7 @@ Every test under tests/integration is marked ``integration``.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,23 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def mint(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NutshellMint]:
     """A nutshell mint (FakeWallet, input fee 100 ppk) for the whole session."""
-    peer = NutshellMint(tmp_path_factory.mktemp("mint"), name="mint")
-    await peer.start()
-    try:
+    async with NutshellMint(tmp_path_factory.mktemp("mint"), name="mint") as peer:
         yield peer
-    finally:
-        await peer.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def second_mint(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NutshellMint]:
     """Another mint with other keys: tokens from it must not be accepted / contacted."""
-    peer = NutshellMint(tmp_path_factory.mktemp("second_mint"), name="second_mint")
-    await peer.start()
-    try:
+    async with NutshellMint(tmp_path_factory.mktemp("second_mint"), name="second_mint") as peer:
         yield peer
-    finally:
-        await peer.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -75,17 +65,6 @@ async def upstream() -> AsyncIterator[EchoUpstream]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    """A fresh temp dir with a short path (Unix socket paths must stay under 108 bytes,
-    which pytest's tmp_path does not guarantee); removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="pg-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

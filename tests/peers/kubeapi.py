@@ -53,12 +53,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
+from .lifecycle import Lifecycle
 from .procs import LOOPBACK, free_port
 
 JSON = Any
@@ -1803,7 +1803,7 @@ _PATCH_TYPES: Final = (
 _PUBLIC_PATHS: Final = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
 
-class FakeKubeApi:
+class FakeKubeApi(Lifecycle):
     """The fake API server. See the module docstring.
 
     ``namespaces``: the namespaces that exist (creating a pod elsewhere: 404 NotFound).
@@ -1885,17 +1885,6 @@ class FakeKubeApi:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- client configuration --------------------------------------------------------------
 

@@ -25,10 +25,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
+
+from .lifecycle import Lifecycle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV = REPO_ROOT / ".venv"
@@ -273,7 +274,7 @@ async def wait_for_unix_socket(
 # managed processes
 
 
-class ManagedProcess:
+class ManagedProcess(Lifecycle):
     """A child process with its own process group, log file and working directory.
 
     Subclasses implement :meth:`command` and usually :meth:`environment` and
@@ -465,17 +466,6 @@ class ManagedProcess:
     async def aclose(self) -> None:
         await self.stop()
         self.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"

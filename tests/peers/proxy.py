@@ -19,10 +19,10 @@ import contextlib
 import re
 import time
 from collections import Counter
-from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+from .lifecycle import Lifecycle
 from .procs import LOOPBACK, free_port
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.[01]$")
@@ -113,7 +113,7 @@ class _RequestSniffer:
         self.buf.clear()
 
 
-class CountingProxy:
+class CountingProxy(Lifecycle):
     """TCP relay on ``127.0.0.1:<free port>`` to ``target_host:target_port``.
 
     Counters: ``connections`` (accepted), ``active`` (open now), ``upstream_failures``
@@ -249,14 +249,3 @@ class CountingProxy:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
         self._server = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -23,9 +23,9 @@ import contextlib
 import json
 import signal
 from collections import deque
-from types import TracebackType
 from typing import Any, Self
 
+from .lifecycle import Lifecycle
 from .procs import LOOPBACK, free_port
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -156,7 +156,7 @@ def _parse_chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
         pos += size + 2
 
 
-class EchoUpstream:
+class EchoUpstream(Lifecycle):
     """In-process echo server on ``127.0.0.1:<free port>``.
 
     ``count`` is the number of requests served, ``connections`` the number of TCP connections
@@ -207,17 +207,6 @@ class EchoUpstream:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def _serve_forever(host: str, port: int) -> None:

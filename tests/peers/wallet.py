@@ -22,9 +22,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
+from .lifecycle import Lifecycle
 from .procs import (
     VENV_MINT,
     PeerError,
@@ -44,7 +44,7 @@ class WalletError(PeerError):
     """The wallet server answered ``{"error": ...}``."""
 
 
-class CashuWallet:
+class CashuWallet(Lifecycle):
     """A nutshell wallet in a child process. Starts lazily on first use (or ``await start()``).
 
     Requests are served one at a time (a lock serialises concurrent callers). ``timeout``
@@ -146,17 +146,6 @@ class CashuWallet:
             self._proc = None
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- protocol ----------------------------------------------------------------------------
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import signal
 import socket
 import stat
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,16 +112,6 @@ def assert_payment_required(response: Any) -> None:
     headers = {h.header.key: h.header.value for h in denied.headers}
     assert headers["x-cashu"].startswith("creqA")
     assert '"reason":"payment_required"' in denied.body
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    """A short temp dir (Unix socket paths must stay under 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Servers:
