@@ -6,6 +6,7 @@ response standing in for the upstream, so only the authorization path differs:
   (b) ext_authz → an empty grpc.aio handler (bench/empty_authz.py)
   (c) ext_authz → Paygress, free route
   (d) ext_authz → Paygress, priced route, paid with a token already in the redeem cache
+  (b') as (b), with the same X-Cashu header as (d): what the token's bytes alone cost
 Rounds are interleaved (a b c d a b c d …) and the median of each is reported, because
 these machines are noisy; compare the ratios c/b and d/b, not absolute numbers.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import statistics
@@ -44,6 +46,16 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = 0.0  # CPU time of the authz server process per request
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class EmptyAuthz(ManagedProcess):
@@ -106,17 +118,38 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int, headers: list[str]) -> Result:
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+def pin(pid: int | None, cpus: set[int]) -> None:
+    """Keeps a process (and its threads) on `cpus`, so the scenarios do not steal each other's
+    core: proxies and the load generator share one, the authz servers get the other."""
+    if pid is None:
+        return
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    seconds: int,
+    connections: int,
+    headers: list[str],
+    cpus: set[int],
+    server: int | None,
+) -> Result:
+    cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), wrk, "-t1", f"-c{connections}"]
+    cmd += [f"-d{seconds}s", "--latency"]
     for header in headers:
         cmd += ["-H", header]
+    cpu_before = cpu_seconds(server)
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
+    cpu = cpu_seconds(server) - cpu_before
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = int(bad.group(1)) if bad else 0
-    return Result(rps, p50, p99, errors)
+    return Result(rps, p50, p99, errors, cpu * 1e6 / max(total, 1))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -159,21 +192,31 @@ async def main(args: argparse.Namespace) -> None:
                 mutate=direct_response,
             ).start(),
         }
+        cpus = sorted(os.sched_getaffinity(0))
+        front, back = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 and args.pin else (set(cpus),) * 2
+        for envoy in envoys.values():
+            pin(envoy.pid, front)
+        for authz in (empty, paygress):
+            pin(authz.pid, back)
         token = await wallet.token(mint.url, 4)
         async with httpx.AsyncClient(trust_env=False) as client:
             warm = await client.get(f"{envoys['p'].url}/paid", headers={"X-Cashu": token})
             if warm.status_code != 200:
                 raise SystemExit(f"bench: paid warm-up got {warm.status_code}: {warm.text}")
-        scenarios = {
-            "a no authz": (envoys["a"].url + "/", []),
-            "b empty grpc.aio": (envoys["b"].url + "/", []),
-            "c paygress free": (envoys["p"].url + "/free", []),
-            "d paygress paid (cached)": (envoys["p"].url + "/paid", [f"X-Cashu: {token}"]),
+        token_header = [f"X-Cashu: {token}"]
+        scenarios: dict[str, tuple[str, list[str], int | None]] = {
+            "a no authz": (envoys["a"].url + "/", [], None),
+            "b empty grpc.aio": (envoys["b"].url + "/", [], empty.pid),
+            "b' empty, token header sent": (envoys["b"].url + "/", token_header, empty.pid),
+            "c paygress free": (envoys["p"].url + "/free", [], paygress.pid),
+            "d paygress paid (cached)": (envoys["p"].url + "/paid", token_header, paygress.pid),
         }
         results: dict[str, list[Result]] = {name: [] for name in scenarios}
         for _ in range(args.rounds):
-            for name, (url, headers) in scenarios.items():
-                results[name].append(run_wrk(wrk, url, args.seconds, args.connections, headers))
+            for name, (url, headers, server) in scenarios.items():
+                results[name].append(
+                    run_wrk(wrk, url, args.seconds, args.connections, headers, front, server)
+                )
         for proc in (*envoys.values(), paygress, empty, mint):
             await proc.stop()
         await wallet.aclose()
@@ -184,22 +227,36 @@ async def main(args: argparse.Namespace) -> None:
             statistics.median(r.p50_ms for r in rs),
             statistics.median(r.p99_ms for r in rs),
             sum(r.errors for r in rs),
+            statistics.median(r.cpu_us for r in rs),
         )
         for name, rs in results.items()
     }
     print(
         f"ext_authz through Envoy: {args.rounds} rounds x {args.seconds}s, "
         f"{args.connections} connections, median per scenario"
+        + (", Envoy+wrk and the authz servers pinned to separate cores" if args.pin else "")
     )
-    print(f"{'scenario':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'scenario':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'authz CPU µs/req':>17}"
+    )
     for name, r in med.items():
-        print(f"{name:28} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:8d}")
+        print(
+            f"{name:28} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:8d} {r.cpu_us:17.1f}"
+        )
     b = med["b empty grpc.aio"].rps
     print(f"ratio c/b (free route vs empty handler):   {med['c paygress free'].rps / b:.3f}")
     print(
         f"ratio d/b (cached paid vs empty handler):  {med['d paygress paid (cached)'].rps / b:.3f}"
     )
     print(f"ratio b/a (cost of any ext_authz):         {b / med['a no authz'].rps:.3f}")
+    d_over_b2 = med["d paygress paid (cached)"].rps / med["b' empty, token header sent"].rps
+    print(f"ratio d/b' (same request bytes as d):       {d_over_b2:.3f}")
+    cpu_b = med["b empty grpc.aio"].cpu_us
+    for key in ("c paygress free", "d paygress paid (cached)"):
+        extra = med[key].cpu_us - cpu_b
+        ratio = med[key].cpu_us / cpu_b
+        print(f"authz CPU per request, {key[0]} over b: {extra:+.1f} µs ({ratio:.3f}x)")
 
 
 if __name__ == "__main__":
@@ -207,4 +264,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not pin processes to cores"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -194,6 +195,11 @@ async def start(config: Config, mnemonic: str) -> Running:
             runners.append(runner)
         undo.pop_all()  # started: from here on, Running.stop() owns the cleanup
 
+    # Everything made so far (modules, config, the loaded grants) lives as long as the process:
+    # keep it out of the cyclic garbage collector's way, which would otherwise walk it again
+    # and again as requests allocate.
+    gc.collect()
+    gc.freeze()
     flusher = asyncio.create_task(_flush_forever(gate, config.flush_interval_seconds))
     asyncio.create_task(_recover(wallet))  # noqa: RUF006 - best effort, logs its outcome
     for service in ("", AUTHZ_SERVICE):
