@@ -323,6 +323,17 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+def _qualified_name_error() -> str:
+    return _regex_error(
+        "must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+        "end with an alphanumeric character",
+        _QUALIFIED_NAME_FMT,
+        "MyName",
+        "my.name",
+        "123-abc",
+    )
+
+
 def is_qualified_name(value: str) -> list[str]:
     """Label keys, annotation keys, finalizers: ``[prefix/]name``."""
     errs: list[str] = []
@@ -338,14 +349,7 @@ def is_qualified_name(value: str) -> list[str]:
     else:
         return [
             "a qualified name "
-            + _regex_error(
-                "must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-                "end with an alphanumeric character",
-                _QUALIFIED_NAME_FMT,
-                "MyName",
-                "my.name",
-                "123-abc",
-            )
+            + _qualified_name_error()
             + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
         ]
     if not name:
@@ -353,17 +357,7 @@ def is_qualified_name(value: str) -> list[str]:
     elif len(name) > 63:
         errs.append("name part " + _max_len_error(63))
     if name and not _QUALIFIED_NAME_RE.fullmatch(name):
-        errs.append(
-            "name part "
-            + _regex_error(
-                "must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-                "end with an alphanumeric character",
-                _QUALIFIED_NAME_FMT,
-                "MyName",
-                "my.name",
-                "123-abc",
-            )
-        )
+        errs.append("name part " + _qualified_name_error())
     return errs
 
 
