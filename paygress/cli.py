@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from paygress.config import ConfigError, load_config, load_mnemonic
     from paygress.logs import setup_logging
-    from paygress.server import serve
+    from paygress.server import StartupError, serve
 
     try:
         config = load_config(args.config)
@@ -81,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     try:
         asyncio.run(serve(config, mnemonic))
-    except (RuntimeError, ValueError, OSError) as exc:
+    except StartupError as exc:
         print(f"paygress: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

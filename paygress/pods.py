@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes_asyncio import client, config, watch
@@ -157,11 +158,19 @@ class KubePods:
         """Client from a kubeconfig (path in the config or $KUBECONFIG), else in-cluster."""
         configuration = client.Configuration()
         if kube.kubeconfig:
+            if not await asyncio.to_thread(Path(kube.kubeconfig).is_file):
+                raise ValueError(f"kubernetes.kubeconfig {kube.kubeconfig}: no such file")
             await config.load_kube_config(
                 config_file=kube.kubeconfig, client_configuration=configuration
             )
         else:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException as exc:
+                raise ValueError(
+                    "tier routes need Kubernetes: set kubernetes.kubeconfig (or "
+                    f"PAYGRESS_KUBECONFIG), or run in a cluster ({exc})"
+                ) from exc
         return cls(
             client.ApiClient(configuration),
             kube.namespace,
@@ -173,8 +182,15 @@ class KubePods:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuilds the view from the cluster, then watches and reaps in the background."""
-        await self.reconcile()
+        """Rebuilds the view from the cluster, then watches and reaps in the background.
+
+        An API server that does not answer yet is no reason not to serve: the watch keeps
+        relisting, and a pod asked for in the meantime is created idempotently (409 → read).
+        """
+        try:
+            await self.reconcile()
+        except PodsUnavailable as exc:
+            log.error("Kubernetes API not reachable at start (%s); will keep trying", exc)
         self._tasks = [
             asyncio.create_task(self._watch_forever()),
             asyncio.create_task(self._reap_forever()),

@@ -235,9 +235,16 @@ async def start(config: Config, mnemonic: str) -> Running:
     )
 
 
+class StartupError(RuntimeError):
+    """Paygress could not start; the message says why (the cause is chained)."""
+
+
 async def serve(config: Config, mnemonic: str) -> None:
     """Runs until SIGTERM or SIGINT, then drains and stops."""
-    running = await start(config, mnemonic)
+    try:
+        running = await start(config, mnemonic)
+    except Exception as exc:
+        raise StartupError(f"{type(exc).__name__}: {exc}") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

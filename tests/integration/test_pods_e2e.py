@@ -234,3 +234,35 @@ async def wait_for_status(
             return r
         await asyncio.sleep(0.2)
     raise AssertionError(f"never {status}: {r.status_code} {r.text}")
+
+
+async def test_kubernetes_unreachable_at_start_is_not_fatal(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    from tests.peers.procs import free_port
+
+    kube = FakeKubeApi(namespaces=[NS], port=free_port())  # not listening yet
+    kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig", namespace=NS)
+    proxy = await CountingProxy.to_url(mint.url).start()
+    paygress = await PaygressProcess(
+        config(proxy.url, kubeconfig, tmp / "state", upstream.port), MNEMONIC, tmp / "pg"
+    ).start()  # serving although the API server does not answer
+    envoy = await EnvoyProxy(
+        tmp / "envoy",
+        upstream=upstream.address,
+        paygress_socket=paygress.socket_path,
+        config_path=REPO_ROOT / "deploy" / "envoy" / "envoy-pods.yaml",
+    ).start()
+    try:
+        await kube.start()
+        token = await wallet.token(mint.url, 3, token_mint=proxy.url)
+        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=15) as http:
+            r = await http.get("/pod/app", headers={"X-Cashu": token})
+        assert r.status_code == 503 and r.json()["reason"] == "pod_starting", r.text
+        assert len(kube.pods(NS)) == 1
+        assert "not reachable at start" in paygress.log_path.read_text()
+    finally:
+        await envoy.stop()
+        await paygress.stop()
+        await proxy.stop()
+        await kube.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,19 @@ def write_config(tmp: Path, data: Any, name: str = "paygress.yaml") -> str:
     path = tmp / name
     path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """`serve` installs its JSON log handler on the root logger (bound to the captured
+    stderr of one test): put the root logger back as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
@@ -213,6 +226,34 @@ def test_serve_with_unreadable_mnemonic_file_returns_2(
     monkeypatch.setenv("PAYGRESS_MNEMONIC_FILE", str(tmp / "missing-words"))
     assert main(["serve", "--config", write_config(tmp, config_dict(tmp))]) == 2
     assert "PAYGRESS_MNEMONIC_FILE" in capsys.readouterr().err
+
+
+def test_serve_with_a_missing_kubeconfig_exits_1_with_a_message(
+    tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paygress.cashu.nut13 import Seed
+
+    monkeypatch.setenv("PAYGRESS_MNEMONIC", Seed.generate_mnemonic())
+    tier = {
+        "id": "small",
+        "cpu": "100m",
+        "memory": "64Mi",
+        "images": ["app:1"],
+        "rate_msat_per_second": 1000,
+    }
+    config = config_dict(
+        tmp,
+        tiers=[tier],
+        kubernetes={"kubeconfig": str(tmp / "no-such-kubeconfig")},
+        drain_seconds=0,
+    )
+    config["routes"].append({"name": "pods", "match": {"path_prefix": "/pod/"}, "tier": "small"})
+    assert main(["serve", "--config", write_config(tmp, config)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "paygress: cannot start: ValueError: kubernetes.kubeconfig" in err
+    assert "no-such-kubeconfig: no such file" in err
+    assert not (tmp / "pg.sock").exists(), "nothing is left behind"
 
 
 async def test_serve_on_a_live_socket_exits_1_saying_in_use(
