@@ -122,7 +122,10 @@ class Gate:
         except Exception:
             log.exception("check failed; denying")
             decision = self._internal_error
-        outcome = "allow" if isinstance(decision, Allow) else "deny"
+        if isinstance(decision, Allow):
+            outcome = "allow"
+        else:  # offers and pod status are answers, not denials
+            outcome = "answer" if decision.status < 400 else "deny"
         self.metrics.decision(outcome, decision.reason, time.perf_counter() - started)
         if self.settings.dry_run and isinstance(decision, Deny):
             # Dry run: the decision is made and recorded as usual, but everything passes;

@@ -159,7 +159,10 @@ async def test_failed_create_keeps_the_grant_and_a_retry_creates_without_paying_
 
 
 async def test_offers_and_status_are_answered_without_payment() -> None:
+    from paygress.metrics import PrometheusMetrics
+
     gate, pods, _, _ = setup()
+    gate.metrics = metrics = PrometheusMetrics()
     offers = await gate.check(req("/.well-known/paygress/offers"))
     assert isinstance(offers, Deny) and offers.status == 200
     assert data(offers)["tiers"][0]["tier"] == "small"
@@ -170,3 +173,5 @@ async def test_offers_and_status_are_answered_without_payment() -> None:
     assert data(status)["phase"] == "Pending"
     missing = await gate.check(req("/.well-known/paygress/pods/pg-nope"))
     assert isinstance(missing, Deny) and missing.status == 404
+    assert metrics.checks.labels("answer", "offers")._value.get() == 1
+    assert metrics.checks.labels("deny", "pod_not_found")._value.get() == 1
