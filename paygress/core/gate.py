@@ -28,7 +28,18 @@ from paygress.core.responses import deny
 log = logging.getLogger("paygress.gate")
 
 FREE = Allow(reason="free")
-PAID_HEADER_PREFIX = "x-paygress-"
+# Headers the upstream may trust because Paygress sets them: a client's copies never pass.
+TRUSTED_HEADERS = (
+    "x-paygress-paid",
+    "x-paygress-unit",
+    "x-paygress-grant",
+    "x-paygress-route",
+    "x-paygress-remaining",
+    "x-paygress-expires",
+    "x-paygress-pod",
+    "x-paygress-dry-run",
+    ORIGINAL_DST,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,7 @@ class Gate:
         self.book = GrantBook()
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
+        self._denials: dict[tuple[RouteRule, int, str, str], Deny] = {}
         self._internal_error = deny(
             503,
             "internal_error",
@@ -141,7 +153,7 @@ class Gate:
         headers = request.headers
         if self.pods is not None and self.pods.answers(request.path):
             return await self.pods.answer(request.path)
-        spoofed = tuple(h for h in headers if h.startswith(PAID_HEADER_PREFIX) or h == ORIGINAL_DST)
+        spoofed = tuple(h for h in TRUSTED_HEADERS if h in headers)
         try:
             rule = self.pricing.match(request.method, request.host, request.path, request.context)
         except ValueError as exc:
@@ -356,21 +368,30 @@ class Gate:
         return None
 
     def _pay(self, rule: RouteRule, status: int, reason: str, message: str) -> Deny:
-        error = "payment_required" if status == 402 else "bad_payment"
-        return deny(
-            status,
-            error,
-            reason,
-            message,
-            rule=rule,
-            unit=self.settings.unit,
-            mints=self.settings.mints,
-        )
+        """A denial that asks for payment. The same few repeat (every unpaid request to a
+        route gets the same 402), so they are built once."""
+        key = (rule, status, reason, message)
+        denial = self._denials.get(key)
+        if denial is None:
+            error = "payment_required" if status == 402 else "bad_payment"
+            denial = deny(
+                status,
+                error,
+                reason,
+                message,
+                rule=rule,
+                unit=self.settings.unit,
+                mints=self.settings.mints,
+            )
+            if len(self._denials) >= 1024:
+                self._denials.clear()
+            self._denials[key] = denial
+        return denial
 
 
 def _payment_headers(headers: Mapping[str, str]) -> tuple[str, ...]:
     """Headers that must not reach the upstream: tokens and forged paid headers."""
-    remove = [h for h in headers if h.startswith(PAID_HEADER_PREFIX) or h == ORIGINAL_DST]
+    remove = [h for h in TRUSTED_HEADERS if h in headers]
     if "x-cashu" in headers:
         remove.append("x-cashu")
     auth = headers.get("authorization")
