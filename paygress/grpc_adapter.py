@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 
 from paygress.core.gate import Gate
@@ -19,6 +19,7 @@ from paygress.core.model import Allow, Decision, Headers, HttpRequest
 
 log = logging.getLogger("paygress.grpc")
 
+SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
 
@@ -51,14 +52,20 @@ def _add(field: Any, headers: Headers) -> None:
 
 
 def to_response(decision: Decision) -> Any:
-    """The Envoy CheckResponse for a core decision (recently built ones are reused)."""
-    response = _recent.get(decision)
-    if response is None:
-        response = _build(decision)
+    """The Envoy CheckResponse for a core decision."""
+    return CheckResponse.FromString(encode(decision))
+
+
+def encode(decision: Decision) -> bytes:
+    """The serialized CheckResponse for a decision. Decisions repeat (free routes, a time
+    grant's headers, the 402 of a route), so recent encodings are reused as they are."""
+    wire = _recent.get(decision)
+    if wire is None:
+        wire = _build(decision).SerializeToString()
         if len(_recent) >= _RECENT_MAX:
             _recent.clear()
-        _recent[decision] = response
-    return response
+        _recent[decision] = wire
+    return wire
 
 
 def _build(decision: Decision) -> Any:
@@ -79,21 +86,29 @@ def _build(decision: Decision) -> Any:
     return response
 
 
-# Decisions repeat (free routes, a time grant's headers, the 402 of a route): their encoded
-# responses are kept. Messages are never mutated after they are built, so sharing is safe.
 _RECENT_MAX = 4096
-_recent: dict[Decision, Any] = {}
+_recent: dict[Decision, bytes] = {}
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    """envoy.service.auth.v3.Authorization backed by the gate."""
+class AuthorizationService:
+    """envoy.service.auth.v3.Authorization backed by the gate. Check returns the response
+    already serialized (see `encode`), so the handler is registered with a pass-through
+    serializer instead of the generated stub's."""
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return to_response(await self.gate.check(to_request(request)))
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        return encode(await self.gate.check(to_request(request)))
 
 
 def add_to_server(gate: Gate, server: grpc.aio.Server) -> None:
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(gate), server)
+    service = AuthorizationService(gate)
+    check = grpc.unary_unary_rpc_method_handler(
+        service.Check,
+        request_deserializer=CheckRequest.FromString,
+        response_serializer=bytes,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Check": check}),)
+    )
