@@ -78,10 +78,11 @@ class OperatorWallet:
         self.client(mint)  # refuses a mint off the allow-list before anything else
         try:
             inputs = await self._full_keyset_ids(mint, token.proofs)
-            ppk = {k.id: k.input_fee_ppk for k in self._keysets[mint]}
+            ppk = self._fee_ppk(mint)
             fee = input_fee(inputs, ppk)
             allowance = _fee_allowance(token.amount, max(ppk[p.keyset_id] for p in inputs))
             grant = grant_for(Received(amount_in=token.amount, fee=fee, fee_allowance=allowance))
+            net = token.amount - fee
             swap = await self.store.get_swap(fingerprint)
             if swap is not None:
                 recovered = await self._recover(swap)
@@ -91,7 +92,9 @@ class OperatorWallet:
                 signatures = await self._swap(fingerprint, mint, inputs, outputs, grant)
             else:
                 try:
-                    outputs, signatures = await self._fresh_swap(fingerprint, mint, inputs, grant)
+                    outputs, signatures = await self._fresh_swap(
+                        fingerprint, mint, inputs, net, grant
+                    )
                 except MintRejected as exc:
                     if not exc.outputs_already_signed:
                         raise
@@ -99,7 +102,9 @@ class OperatorWallet:
                     # up from the mint (NUT-09) and try once more with fresh outputs.
                     log.warning("outputs already signed at %s: restoring counters", mint)
                     await self._restore_keyset(mint, (await self._active_keyset(mint))[0].id)
-                    outputs, signatures = await self._fresh_swap(fingerprint, mint, inputs, grant)
+                    outputs, signatures = await self._fresh_swap(
+                        fingerprint, mint, inputs, net, grant
+                    )
             proofs = unblind(outputs, signatures, self._keys[outputs[0].keyset_id])
             await self.store.commit_swap(fingerprint, mint, self.unit, proofs, grant=grant)
             return grant
@@ -123,12 +128,11 @@ class OperatorWallet:
             ) from None
 
     async def _fresh_swap(
-        self, fingerprint: str, mint: str, inputs: list[Proof], grant: Grant
+        self, fingerprint: str, mint: str, inputs: list[Proof], net: int, grant: Grant
     ) -> tuple[list[PreparedOutput], list[BlindSignature]]:
-        """Swaps `inputs` for outputs on new counters of the active keyset."""
+        """Swaps `inputs` for outputs worth `net` on new counters of the active keyset."""
         keyset, keys = await self._active_keyset(mint)
-        fee = input_fee(inputs, {k.id: k.input_fee_ppk for k in self._keysets[mint]})
-        amounts = split_amount(sum(p.amount for p in inputs) - fee, keys)
+        amounts = split_amount(net, keys)
         start = await self.store.reserve_counters(keyset.id, len(amounts))
         outputs = self._outputs(keyset.id, start, tuple(amounts))
         return outputs, await self._swap(fingerprint, mint, inputs, outputs, grant)
@@ -259,6 +263,10 @@ class OperatorWallet:
                 return [p for p in resolved if p is not None]
         raise PaymentRejected("unknown_keyset", "The token names a keyset this mint does not have.")
 
+    def _fee_ppk(self, mint: str) -> dict[str, int]:
+        """NUT-02 input fee per keyset id of a mint whose keysets are loaded."""
+        return {k.id: k.input_fee_ppk for k in self._keysets[mint]}
+
     async def _keysets_of(self, mint: str, *, refresh: bool = False) -> list[KeysetInfo]:
         if refresh or mint not in self._keysets:
             self._keysets[mint] = await self.client(mint).keysets()
@@ -349,7 +357,7 @@ class OperatorWallet:
         self, mint: str, inputs: list[Proof], amount: int, wid: str
     ) -> list[Proof]:
         keyset, keys = await self._active_keyset(mint)
-        fee = input_fee(inputs, {k.id: k.input_fee_ppk for k in self._keysets[mint]})
+        fee = input_fee(inputs, self._fee_ppk(mint))
         total = sum(p.amount for p in inputs)
         change = total - fee - amount
         if change < 0:
