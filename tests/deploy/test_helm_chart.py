@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from paygress.config import ConfigError, parse_config
-from tests.deploy.chart_render import NAMESPACE, Helm, RenderError, documents, find_helm
+from tests.deploy.chart_render import NAMESPACE, Helm, RenderError, documents
 from tests.deploy.gotemplate import PLACEHOLDER, strip_actions
 from tests.deploy.paths import CHART, EXAMPLES, REPO, TEMPLATES
 
@@ -348,14 +348,6 @@ def test_security_context_values_are_restricted(values: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ rendered by Helm
-
-
-@pytest.fixture(scope="module")
-def helm() -> Helm:
-    found = find_helm()
-    if found is None:
-        pytest.skip("no helm binary on PATH and no helm-python-sdk installed")
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.chart_render import Helm, documents, find_helm
+from tests.deploy.chart_render import Helm, documents
 from tests.deploy.paths import CHART, EXAMPLES
 
 # The chart's kubeVersion floor (native sidecars) and the newest release the package knows.
@@ -28,14 +28,6 @@ CRD_KINDS = {"ServiceMonitor", "ServiceEntry", "AuthorizationPolicy"}
 def kubernetes_validate() -> ModuleType:
     module: ModuleType = pytest.importorskip("kubernetes_validate")
     return module
-
-
-@pytest.fixture(scope="module")
-def helm() -> Helm:
-    found = find_helm()
-    if found is None:
-        pytest.skip("no helm binary on PATH and no helm-python-sdk installed")
-    return found
 
 
 SEED = {"seed": {"existingSecret": "paygress-seed"}}

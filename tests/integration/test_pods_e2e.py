@@ -9,6 +9,7 @@ so Envoy's ORIGINAL_DST cluster really sends the payer's traffic to "their pod".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -82,12 +83,12 @@ def config(proxy_url: str, kubeconfig: Path, state: Path, upstream_port: int) ->
     }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet
+@contextlib.asynccontextmanager
+async def pod_stack(
+    work: Path, kube: FakeKubeApi, mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet
 ) -> AsyncIterator[PodStack]:
-    work = Path(tempfile.mkdtemp(prefix="pg-pods-"))
-    kube = await FakeKubeApi(namespaces=["default", NS]).start()
+    """Paygress (kubeconfig to `kube`, started or not), a counting proxy to the mint and
+    Envoy on deploy/envoy/envoy-pods.yaml; `kube` is stopped at the end."""
     kubeconfig = kube.write_kubeconfig(work / "kubeconfig", namespace=NS)
     proxy = await CountingProxy.to_url(mint.url).start()
     paygress = await PaygressProcess(
@@ -107,6 +108,16 @@ async def stack(
         await paygress.stop()
         await proxy.stop()
         await kube.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet
+) -> AsyncIterator[PodStack]:
+    kube = await FakeKubeApi(namespaces=["default", NS]).start()
+    work = Path(tempfile.mkdtemp(prefix="pg-pods-"))
+    async with pod_stack(work, kube, mint, upstream, wallet) as s:
+        yield s
 
 
 async def test_offers_and_402_describe_the_tier(stack: PodStack) -> None:
@@ -242,27 +253,10 @@ async def test_kubernetes_unreachable_at_start_is_not_fatal(
     from tests.peers.procs import free_port
 
     kube = FakeKubeApi(namespaces=[NS], port=free_port())  # not listening yet
-    kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig", namespace=NS)
-    proxy = await CountingProxy.to_url(mint.url).start()
-    paygress = await PaygressProcess(
-        config(proxy.url, kubeconfig, tmp / "state", upstream.port), MNEMONIC, tmp / "pg"
-    ).start()  # serving although the API server does not answer
-    envoy = await EnvoyProxy(
-        tmp / "envoy",
-        upstream=upstream.address,
-        paygress_socket=paygress.socket_path,
-        config_path=REPO_ROOT / "deploy" / "envoy" / "envoy-pods.yaml",
-    ).start()
-    try:
+    # Paygress starts and serves although the API server does not answer.
+    async with pod_stack(tmp, kube, mint, upstream, wallet) as s:
         await kube.start()
-        token = await wallet.token(mint.url, 3, token_mint=proxy.url)
-        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=15) as http:
-            r = await http.get("/pod/app", headers={"X-Cashu": token})
+        r = await s.http.get("/pod/app", headers={"X-Cashu": await s.token(3)})
         assert r.status_code == 503 and r.json()["reason"] == "pod_starting", r.text
         assert len(kube.pods(NS)) == 1
-        assert "not reachable at start" in paygress.log_path.read_text()
-    finally:
-        await envoy.stop()
-        await paygress.stop()
-        await proxy.stop()
-        await kube.stop()
+        assert "not reachable at start" in s.paygress.log_path.read_text()
