@@ -15,7 +15,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pricing import Mode, Pricing, RouteRule
-from paygress.grpc_adapter import to_request, to_response
+from paygress.grpc_adapter import encode, to_request
 from tests.unit.core.fakes import MINT, FakeStore, FakeWallet, make_token
 
 HEADERS = {
@@ -56,7 +56,7 @@ async def measure(gate: Gate, wire: bytes, n: int) -> dict[str, float]:
     t3 = time.perf_counter()
     decision = await gate.check(request)
     for _ in range(n):
-        to_response(decision).SerializeToString()
+        encode(decision)
     t4 = time.perf_counter()
     per = 1e6 / n
     return {

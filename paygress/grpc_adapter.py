@@ -6,7 +6,6 @@ treats an RPC error as a failure, which a fail-open config would let through.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +15,6 @@ from google.rpc import code_pb2
 
 from paygress.core.gate import Gate
 from paygress.core.model import Allow, Decision, Headers, HttpRequest
-
-log = logging.getLogger("paygress.grpc")
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 CheckRequest = external_auth_pb2.CheckRequest
