@@ -1,7 +1,9 @@
 """In-process cost of one Check, without gRPC or Envoy: decode → decide → encode, per scenario.
 
     .venv/bin/python -m bench.check_path [--n 20000]
-Uses the real gate with in-memory fakes for the wallet and store (no mint needed).
+Uses the real gate and the server's Prometheus metrics, with in-memory fakes for the wallet and
+store (no mint needed). These are hot-loop numbers: inside the server, between gRPC's own work,
+the same code runs several times slower (cold caches); `bench.ext_authz` measures that.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pricing import Mode, Pricing, RouteRule
 from paygress.grpc_adapter import encode, to_request
+from paygress.metrics import PrometheusMetrics
 from tests.unit.core.fakes import MINT, FakeStore, FakeWallet, make_token
 
 HEADERS = {
@@ -72,7 +75,8 @@ async def main(n: int) -> None:
     store = FakeStore()
     wallet = FakeWallet()
     wallet.store = store
-    gate = Gate(Pricing((rule,)), GateSettings(unit="sat", mints=(MINT,)), wallet, store)
+    settings = GateSettings(unit="sat", mints=(MINT,))
+    gate = Gate(Pricing((rule,)), settings, wallet, store, metrics=PrometheusMetrics())
     token = make_token((4,))
     rows: dict[str, Any] = {
         "free route": await measure(gate, check_request("/free", None), n),

@@ -88,6 +88,7 @@ class Gate:
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
         self._denials: dict[tuple[RouteRule, int, str, str], Deny] = {}
+        self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
         self._internal_error = deny(
             503,
             "internal_error",
@@ -202,29 +203,26 @@ class Gate:
         if not grant.usable(now):
             reason = "exhausted" if grant.mode is Mode.PER_REQUEST else "expired"
             return self._pay(rule, 402, reason, f"The token's payment is used up ({reason}).")
-        if grant.mode is Mode.PER_REQUEST:
+        remove: tuple[str, ...] = ("x-cashu",) if "x-cashu" in headers else ()
+        if "authorization" in headers and _authorization_token(headers["authorization"]):
+            remove += ("authorization",)
+        per_request = grant.mode is Mode.PER_REQUEST
+        left_header = "x-paygress-remaining" if per_request else "x-paygress-expires"
+        if spoofed:  # forged copies of the headers set below are simply overwritten
+            remove += tuple(h for h in spoofed if h not in _PAID_HEADERS and h != left_header)
+        if per_request:
             grant.requests_left -= 1
             self.book.touched(grant)
-            left = ("x-paygress-remaining", str(grant.requests_left))
-        else:
-            left = ("x-paygress-expires", str(int(grant.expires_at)))
-        upstream = (
-            ("x-paygress-paid", str(grant.paid)),
-            ("x-paygress-unit", grant.unit),
-            ("x-paygress-grant", grant.id[:16]),
-            ("x-paygress-route", grant.route),
-            left,
-        )
-        remove = ["x-cashu"] if "x-cashu" in headers else []
-        if "authorization" in headers and _authorization_token(headers["authorization"]):
-            remove.append("authorization")
-        remove.extend(h for h in spoofed if h not in {k for k, _ in upstream})
-        return Allow(
-            reason="paid",
-            upstream_headers=upstream,
-            response_headers=(left, ("x-paygress-grant", grant.id[:16])),
-            remove_headers=tuple(remove),
-        )
+            return _paid(grant, (left_header, str(grant.requests_left)), remove)
+        # A time grant answers the same until it is topped up: build that answer once.
+        key = (grant.id, grant.expires_at, remove)
+        allow = self._time_allows.get(key)
+        if allow is None:
+            if len(self._time_allows) >= 4096:
+                self._time_allows.clear()
+            allow = _paid(grant, (left_header, str(int(grant.expires_at))), remove)
+            self._time_allows[key] = allow
+        return allow
 
     async def _grant_for(
         self, raw: str, key: bytes, rule: RouteRule, headers: Mapping[str, str]
@@ -387,6 +385,30 @@ class Gate:
                 self._denials.clear()
             self._denials[key] = denial
         return denial
+
+
+_PAID_HEADERS = frozenset(
+    ("x-paygress-paid", "x-paygress-unit", "x-paygress-grant", "x-paygress-route")
+)
+
+
+def _paid(grant: Grant, left: tuple[str, str], remove: tuple[str, ...]) -> Allow:
+    """The allow of a paid request: what the grant paid for goes upstream, what is left (and
+    the grant's id) to the client; the token and forged paid headers are removed."""
+    grant_id = ("x-paygress-grant", grant.id[:16])
+    upstream = (
+        ("x-paygress-paid", str(grant.paid)),
+        ("x-paygress-unit", grant.unit),
+        grant_id,
+        ("x-paygress-route", grant.route),
+        left,
+    )
+    return Allow(
+        reason="paid",
+        upstream_headers=upstream,
+        response_headers=(left, grant_id),
+        remove_headers=remove,
+    )
 
 
 def _payment_headers(headers: Mapping[str, str]) -> tuple[str, ...]:

@@ -10,9 +10,10 @@ from paygress.core.pricing import Mode
 Headers = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpRequest:
-    """The facts of one HTTP request that the decision needs. Header names are lowercase."""
+    """The facts of one HTTP request that the decision needs. Header names are lowercase.
+    Not frozen: one is built per check, and a frozen __init__ costs a setattr call per field."""
 
     method: str
     host: str

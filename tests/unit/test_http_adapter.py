@@ -91,9 +91,9 @@ async def test_health(served: Served, path: str) -> None:
 
 async def test_metrics_count_what_happened(served: Served) -> None:
     client, _, metrics = served
-    before = metrics.checks.labels("deny", "payment_required")._value.get()
+    before = metrics.checks.decisions.get(("deny", "payment_required"), 0)
     await client.get("/", headers=traefik("/api/y"))
-    after = metrics.checks.labels("deny", "payment_required")._value.get()
+    after = metrics.checks.decisions.get(("deny", "payment_required"), 0)
     assert after == before + 1
     port = client.headers["x-metrics-port"]
     async with httpx.AsyncClient(trust_env=False) as plain:

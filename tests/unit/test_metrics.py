@@ -34,3 +34,54 @@ async def test_metered_transport_counts_outcomes_and_latency() -> None:
     assert count("http://mint.test", "/v1/checkstate", "error")._value.get() == 1
     text = metrics.exposition()[0].decode()
     assert 'paygress_mint_request_duration_seconds_count{endpoint="/v1/keysets"' in text
+
+
+def test_check_counters_expose_what_prometheus_client_would() -> None:
+    """The hand-rolled check series read exactly like prometheus_client's Counter and
+    Histogram fed the same observations."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from paygress.metrics import CHECK_BUCKETS
+
+    ours = PrometheusMetrics()
+    registry = CollectorRegistry()
+    checks = Counter(
+        "paygress_checks", "Authorization checks by decision and reason.",
+        ["decision", "reason"], registry=registry,
+    )  # fmt: skip
+    seconds = Histogram(
+        "paygress_check_duration_seconds", "Time to decide one check.",
+        buckets=CHECK_BUCKETS, registry=registry,
+    )  # fmt: skip
+    cache = Counter(
+        "paygress_redeem_cache", "Token lookups in the in-memory redeem cache.",
+        ["result"], registry=registry,
+    )  # fmt: skip
+    observations = [
+        ("allow", "free", 0.00005),
+        ("allow", "free", 0.0001),  # on a bucket's bound: counted in it
+        ("deny", "payment_required", 0.0003),
+        ("allow", "paid", 0.02),
+        ("deny", "mint_unavailable", 5.0),  # above the last bound: +Inf only
+    ]
+    for outcome, reason, took in observations:
+        ours.decision(outcome, reason, took)
+        checks.labels(outcome, reason).inc()
+        seconds.observe(took)
+    for hit in (True, True, False):
+        ours.redeem_cache(hit)
+        cache.labels("hit" if hit else "miss").inc()
+
+    def samples(text: str) -> set[str]:
+        return {
+            line
+            for line in text.splitlines()
+            if line.startswith(("paygress_checks", "paygress_redeem", "paygress_check_duration"))
+            and "_created" not in line
+        }
+
+    theirs = samples(generate_latest(registry).decode())
+    assert samples(ours.exposition()[0].decode()) == theirs
+    assert 'paygress_check_duration_seconds_bucket{le="0.0001"} 2.0' in theirs
+    assert 'paygress_check_duration_seconds_bucket{le="+Inf"} 5.0' in theirs
+    assert ours.checks.decisions[("allow", "free")] == 2

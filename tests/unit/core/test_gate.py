@@ -262,7 +262,7 @@ async def test_dry_run_allows_everything_but_records_the_real_decision() -> None
     decision = await gate.check(req(**{"x-cashu": "garbage"}))
     assert isinstance(decision, Allow) and decision.reason == "dry_run"
     assert dict(decision.upstream_headers)["x-paygress-dry-run"] == "400 malformed"
-    assert metrics.checks.labels("deny", "malformed")._value.get() == 1
+    assert metrics.checks.decisions.get(("deny", "malformed"), 0) == 1
     forged = req(**{"x-cashu": make_token((2,)), "x-paygress-paid": "1000"})
     decision = await gate.check(forged)
     assert isinstance(decision, Allow)
@@ -281,3 +281,20 @@ async def test_unexpected_errors_deny_with_503_instead_of_raising() -> None:
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
     assert isinstance(decision, Deny) and decision.status == 503
     assert body(decision)["reason"] == "internal_error"
+
+
+async def test_time_grant_answer_is_built_once_and_follows_top_ups() -> None:
+    gate, _, _, clock = make_gate()
+    token = make_token((10,))
+    first = await gate.check(req("/live/a", **{"x-cashu": token}))
+    again = await gate.check(req("/live/b", **{"x-cashu": token}))
+    assert isinstance(first, Allow) and again is first, "the same answer, not rebuilt"
+    expires = dict(first.upstream_headers)["x-paygress-expires"]
+    assert expires == str(int(clock.now) + 120)
+    forged = await gate.check(req("/live/c", **{"x-cashu": token, "x-paygress-pod": "p"}))
+    assert isinstance(forged, Allow) and forged.remove_headers == ("x-cashu", "x-paygress-pod")
+    grant = next(iter(gate.book._by_id.values()))
+    grant.expires_at += 60  # a top-up moves the end
+    later = await gate.check(req("/live/d", **{"x-cashu": token}))
+    assert isinstance(later, Allow) and later is not first
+    assert dict(later.response_headers)["x-paygress-expires"] == str(int(clock.now) + 180)

@@ -173,5 +173,5 @@ async def test_offers_and_status_are_answered_without_payment() -> None:
     assert data(status)["phase"] == "Pending"
     missing = await gate.check(req("/.well-known/paygress/pods/pg-nope"))
     assert isinstance(missing, Deny) and missing.status == 404
-    assert metrics.checks.labels("answer", "offers")._value.get() == 1
-    assert metrics.checks.labels("deny", "pod_not_found")._value.get() == 1
+    assert metrics.checks.decisions.get(("answer", "offers"), 0) == 1
+    assert metrics.checks.decisions.get(("deny", "pod_not_found"), 0) == 1
