@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from paygress.config import ConfigError, load_config, load_mnemonic
+    from paygress.event_loop import EventLoopUnavailable, loop_factory
     from paygress.logs import setup_logging
     from paygress.server import StartupError, serve
 
@@ -80,7 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level)
     try:
-        asyncio.run(serve(config, mnemonic))
+        _, factory = loop_factory(config.event_loop)
+    except EventLoopUnavailable as exc:
+        print(f"paygress: config error: event_loop: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(config, mnemonic))
     except StartupError as exc:
         print(f"paygress: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -89,13 +96,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from paygress.config import ConfigError, load_config
+    from paygress.event_loop import EventLoopUnavailable, loop_factory
 
     try:
         config = load_config(args.config)
+        loop, _ = loop_factory(config.event_loop)
     except ConfigError as exc:
         print(f"paygress: config error: {exc}", file=sys.stderr)
         return 2
+    except EventLoopUnavailable as exc:
+        print(f"paygress: config error: event_loop: {exc}", file=sys.stderr)
+        return 2
     print(f"socket: {config.listen.socket} (mode {config.listen.socket_mode:04o})")
+    print(f"event loop: {loop} (event_loop: {config.event_loop})")
     print(f"tcp: {config.listen.tcp or 'off'}")
     print(f"mints: {', '.join(config.mints) or 'none'}")
     for rule in config.routes:

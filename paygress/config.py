@@ -17,6 +17,7 @@ import yaml
 
 from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
 from paygress.core.tiers import Tier
+from paygress.event_loop import CHOICES
 
 DEFAULT_SOCKET = "/run/paygress/paygress.sock"
 DEFAULT_STATE_DIR = "/var/lib/paygress"
@@ -65,6 +66,7 @@ class Config:
     drain_seconds: float = 5.0
     flush_interval_seconds: float = 1.0
     log_level: str = "INFO"
+    event_loop: str = "auto"
     metrics_listen: str | None = None
     dry_run: bool = False
     tiers: tuple[Tier, ...] = ()
@@ -88,6 +90,7 @@ _TOP_KEYS = {
     "drain_seconds",
     "flush_interval_seconds",
     "log_level",
+    "event_loop",
     "metrics",
     "dry_run",
     "tiers",
@@ -237,6 +240,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         log_level=_str(
             env.get("PAYGRESS_LOG_LEVEL", raw.get("log_level", "INFO")), "log_level"
         ).upper(),
+        event_loop=_choice(
+            env.get("PAYGRESS_EVENT_LOOP", raw.get("event_loop", "auto")), "event_loop", CHOICES
+        ),
         metrics_listen=_tcp(metrics_listen, "metrics.listen") if metrics_listen else None,
         dry_run=dry_run,
         tiers=tiers,
@@ -398,6 +404,13 @@ def _str(value: Any, where: str, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str) or not (empty_ok or value.strip()):
         raise ConfigError(f"{where}: must be a non-empty string")
     return value
+
+
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    text = _str(value, where).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, not {value!r}")
+    return text
 
 
 def _str_list(value: Any, where: str) -> list[str]:

@@ -28,6 +28,7 @@ from paygress.config import Config
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import PodAccess, PodPaths
 from paygress.core.pricing import Pricing
+from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
@@ -212,6 +213,7 @@ async def start(config: Config, mnemonic: str) -> Running:
             "http_port": http_port,
             "metrics_port": metrics_port,
             "dry_run": config.dry_run,
+            "event_loop": running_loop_name(),
             "routes": len(config.routes),
             "mints": list(config.mints),
             "grants_loaded": len(gate.book),

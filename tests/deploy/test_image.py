@@ -256,11 +256,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory, dockerignore: DockerIgno
         str(WHEELHOUSE),
         str(wheel),
     )
+    # A paygress wheel left in the shared wheelhouse would stand in for this one (same
+    # name, older metadata) when pip resolves its dependencies.
+    for stale in WHEELHOUSE.glob("paygress-*.whl"):
+        stale.unlink()
     done = _pip(*install)
     if done.returncode:
         # Fill the wheelhouse with the runtime dependencies (from the index, once).
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
         fetched = _pip("wheel", "--wheel-dir", str(WHEELHOUSE), str(wheel))
+        for own in WHEELHOUSE.glob("paygress-*.whl"):
+            own.unlink()
         if fetched.returncode:
             pytest.skip(
                 "runtime dependencies: no wheelhouse at "

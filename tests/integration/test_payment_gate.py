@@ -20,6 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
@@ -95,12 +96,16 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def gate_stack(
-    workdir: Path, mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, mnemonic: str
+    workdir: Path,
+    mint: NutshellMint,
+    upstream: EchoUpstream,
+    wallet: CashuWallet,
+    mnemonic: str,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
     proxy = await CountingProxy.to_url(mint.url).start()
-    paygress = await PaygressProcess(
-        gate_config(proxy.url, workdir / "state"), mnemonic, workdir / "paygress"
-    ).start()
+    config = gate_config(proxy.url, workdir / "state") | overrides
+    paygress = await PaygressProcess(config, mnemonic, workdir / "paygress").start()
     envoy = await EnvoyProxy(
         workdir / "envoy", upstream=upstream.address, paygress_socket=paygress.socket_path
     ).start()
@@ -286,6 +291,34 @@ async def test_grants_and_replays_survive_a_restart(stack: Stack) -> None:
     r = await stack.http.get("/api/x", headers={"X-Cashu": token})
     assert r.status_code == 402 and reason(r) == "exhausted"
     assert stack.swaps() == swaps, "replays after restart are answered from the store"
+
+
+def serving_log(paygress: PaygressProcess) -> dict[str, Any]:
+    """The JSON line Paygress logs once it serves."""
+    for line in paygress.log_path.read_text().splitlines():
+        if '"serving"' in line:
+            entry: dict[str, Any] = json.loads(line)
+            return entry
+    raise AssertionError("no 'serving' line in the log")
+
+
+async def test_runs_on_uvloop_by_default(stack: Stack) -> None:
+    assert serving_log(stack.paygress)["event_loop"] == "uvloop"
+
+
+async def test_the_stdlib_event_loop_serves_the_same(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    fresh = Seed.generate_mnemonic()  # a wallet of its own: the balance tests count theirs
+    async with gate_stack(tmp, mint, upstream, wallet, fresh, event_loop="asyncio") as s:
+        assert serving_log(s.paygress)["event_loop"] == "asyncio"
+        assert (await s.http.get("/public")).status_code == 200
+        assert (await s.http.get("/api/x")).status_code == 402
+        token = await s.token(4)
+        for left in ("1", "0"):
+            r = await s.http.get("/api/x", headers={"X-Cashu": token})
+            assert r.status_code == 200 and r.headers["x-paygress-remaining"] == left
+        assert s.swaps() == 1
 
 
 async def test_no_token_in_the_logs(stack: Stack) -> None:

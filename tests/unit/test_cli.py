@@ -130,6 +130,7 @@ def test_check_config_prints_summary(tmp: Path, capsys: pytest.CaptureFixture[st
     assert main(["check-config", "--config", path]) == 0
     out = capsys.readouterr().out
     assert f"socket: {tmp / 'pg.sock'} (mode 0660)" in out
+    assert "event loop: uvloop (event_loop: auto)" in out
     assert "tcp: off" in out
     assert f"mints: {MINT}" in out
     assert "route api: 1 request per 4 sat (per_request)" in out

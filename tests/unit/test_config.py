@@ -114,3 +114,11 @@ def test_mnemonic_from_env_or_file(tmp_path: Path) -> None:
     assert load_mnemonic({"PAYGRESS_MNEMONIC_FILE": str(f)}) == "x y z"
     with pytest.raises(ConfigError, match="no wallet mnemonic"):
         load_mnemonic({})
+
+
+def test_event_loop_defaults_to_auto_and_is_checked() -> None:
+    assert parse_config({}, env={}).event_loop == "auto"
+    assert parse_config({"event_loop": "asyncio"}, env={}).event_loop == "asyncio"
+    assert parse_config({}, env={"PAYGRESS_EVENT_LOOP": "UVLOOP"}).event_loop == "uvloop"
+    with pytest.raises(ConfigError, match="event_loop: must be one of auto, uvloop, asyncio"):
+        parse_config({"event_loop": "trio"}, env={})
