@@ -174,7 +174,9 @@ class Gate:
                 "too_large",
                 f"The token is larger than {self.settings.max_token_bytes} bytes.",
             )
-        key = hashlib.sha256(raw.encode()).digest()
+        # The in-memory key of a token. BLAKE2s is built into CPython: measured in the server,
+        # it costs less per check than OpenSSL's SHA-256 (context set-up dominates).
+        key = hashlib.blake2s(raw.encode()).digest()
         grant = self.book.by_token(key)
         if grant is None:
             self.metrics.redeem_cache(False)
