@@ -1,4 +1,6 @@
-"""Baseline (b): a grpc.aio ext_authz server that allows everything and does nothing else."""
+"""Baseline (b): a grpc.aio ext_authz server that allows everything and does nothing else.
+
+`--loop uvloop` runs the same server on uvloop, the loop Paygress picks by default."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
+
+from paygress.event_loop import loop_factory
 
 OK = external_auth_pb2.CheckResponse(
     status=status_pb2.Status(code=code_pb2.OK), ok_response=external_auth_pb2.OkHttpResponse()
@@ -32,7 +36,10 @@ async def main(socket: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True)
-    path = parser.parse_args().socket
-    if os.path.exists(path):
-        os.unlink(path)
-    asyncio.run(main(path))
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args()
+    if os.path.exists(args.socket):
+        os.unlink(args.socket)
+    _, factory = loop_factory(args.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(args.socket))

@@ -2,15 +2,24 @@
 
 Scenarios, all through the same Envoy config (deploy/envoy/envoy.yaml) with a direct
 response standing in for the upstream, so only the authorization path differs:
-  (a) no ext_authz filter at all
-  (b) ext_authz → an empty grpc.aio handler (bench/empty_authz.py)
-  (c) ext_authz → Paygress, free route
-  (d) ext_authz → Paygress, priced route, paid with a token already in the redeem cache
-  (b') as (b), with the same X-Cashu header as (d): what the token's bytes alone cost
-Rounds are interleaved (a b c d a b c d …) and the median of each is reported, because
-these machines are noisy; compare the ratios c/b and d/b, not absolute numbers.
+  (a)  no ext_authz filter at all
+  (b)  ext_authz → an empty grpc.aio handler (bench/empty_authz.py) on the stdlib event loop
+  (bu) the same empty handler on uvloop, the loop Paygress runs on by default
+  (c)  ext_authz → Paygress, free route
+  (d)  ext_authz → Paygress, priced route, paid with a token already in the redeem cache
+  (da) as (d), Paygress configured with `event_loop: asyncio`
 
-    .venv/bin/python -m bench.ext_authz [--seconds 10] [--rounds 3] [--connections 16]
+Envoy and wrk get one core, the authz servers the other. Two measurements:
+1. Rounds: each scenario alone for --seconds, the order rotated every round; medians of
+   req/s, latency and the authz server's CPU per request. Absolute numbers, but identical runs
+   on a shared VM differ by 10% and more between rounds.
+2. Head to head: two scenarios loaded at the same time, their servers sharing the authz core.
+   The scheduler gives each server half the core, so their req/s ratio is the ratio of their
+   CPU cost per request, and whatever slows the machine slows both alike: this ratio repeats
+   within about 1% (the control pair b/b shows the method's own error).
+
+    .venv/bin/python -m bench.ext_authz [--seconds 8] [--rounds 3]
+                                        [--h2h-seconds 4] [--h2h-rounds 4]
 Needs `wrk` (Debian package; installed on demand when running as root).
 """
 
@@ -61,9 +70,10 @@ def cpu_seconds(pid: int | None) -> float:
 class EmptyAuthz(ManagedProcess):
     name = "empty-authz"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, loop: str = "asyncio") -> None:
         super().__init__(workdir)
         self.socket = self.workdir / "empty.sock"
+        self.loop = loop
 
     def command(self) -> list[str]:
         return [
@@ -72,6 +82,8 @@ class EmptyAuthz(ManagedProcess):
             "bench.empty_authz",
             "--socket",
             str(self.socket),
+            "--loop",
+            self.loop,
         ]
 
     def cwd(self) -> Path:
@@ -127,29 +139,71 @@ def pin(pid: int | None, cpus: set[int]) -> None:
         os.sched_setaffinity(int(task), cpus)
 
 
-def run_wrk(
-    wrk: str,
-    url: str,
-    seconds: int,
-    connections: int,
-    headers: list[str],
-    cpus: set[int],
-    server: int | None,
-) -> Result:
+def wrk_command(
+    wrk: str, url: str, seconds: int, connections: int, headers: list[str], cpus: set[int]
+) -> list[str]:
     cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), wrk, "-t1", f"-c{connections}"]
     cmd += [f"-d{seconds}s", "--latency"]
     for header in headers:
         cmd += ["-H", header]
-    cpu_before = cpu_seconds(server)
-    out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
-    cpu = cpu_seconds(server) - cpu_before
+    return [*cmd, url]
+
+
+def parse_wrk(out: str, cpu_seconds_used: float) -> Result:
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = int(bad.group(1)) if bad else 0
-    return Result(rps, p50, p99, errors, cpu * 1e6 / max(total, 1))
+    return Result(rps, p50, p99, errors, cpu_seconds_used * 1e6 / max(total, 1))
+
+
+@dataclass
+class Scenario:
+    """One load: a URL behind one Envoy, its headers, and the authz server that decides it."""
+
+    label: str
+    url: str
+    headers: list[str]
+    server: int | None
+
+    def run(self, wrk: str, seconds: int, connections: int, cpus: set[int]) -> Result:
+        cpu = cpu_seconds(self.server)
+        cmd = wrk_command(wrk, self.url, seconds, connections, self.headers, cpus)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return parse_wrk(out, cpu_seconds(self.server) - cpu)
+
+
+def head_to_head(
+    wrk: str, x: Scenario, y: Scenario, seconds: int, connections: int, cpus: set[int]
+) -> float:
+    """req/s of x over req/s of y, both loaded at once (their servers share a core)."""
+    procs = [
+        subprocess.Popen(
+            wrk_command(wrk, s.url, seconds, connections, s.headers, cpus),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for s in (x, y)
+    ]
+    rx, ry = (parse_wrk(p.communicate()[0], 0.0) for p in procs)
+    if any(p.returncode for p in procs):
+        raise SystemExit("bench: wrk failed")
+    if rx.errors or ry.errors:
+        raise SystemExit(f"bench: non-2xx answers head to head ({x.label}, {y.label})")
+    return rx.rps / ry.rps
+
+
+PAID_ROUTE = {
+    "name": "paid",
+    "match": {"path_prefix": "/paid"},
+    "mode": "per_second",
+    "price": 1,
+    "grants": 86_400,
+}
+# Head-to-head pairs: (x, y) prints x/y. b/b2 is the control: two identical servers.
+PAIRS = (("b", "b2"), ("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("bu", "b"))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -158,111 +212,140 @@ async def main(args: argparse.Namespace) -> None:
         work = Path(tmp)
         mint = await NutshellMint(work / "mint").start()
         wallet = await CashuWallet(work / "wallet").start()
-        empty = await EmptyAuthz(work / "empty").start()
-        paygress = await PaygressProcess(
-            {
-                "state_dir": str(work / "state"),
+        servers: dict[str, EmptyAuthz | PaygressProcess] = {
+            "empty": await EmptyAuthz(work / "empty").start(),
+            "empty2": await EmptyAuthz(work / "empty2").start(),
+            "empty-uv": await EmptyAuthz(work / "empty-uv", loop="uvloop").start(),
+        }
+        for name, loop in (("paygress", "auto"), ("paygress-asyncio", "asyncio")):
+            config = {
+                "state_dir": str(work / name / "state"),
                 "mints": [mint.url],
                 "log_level": "WARNING",
-                "routes": [
-                    {
-                        "name": "paid",
-                        "match": {"path_prefix": "/paid"},
-                        "mode": "per_second",
-                        "price": 1,
-                        "grants": 86_400,
-                    }
-                ],
-            },
-            MNEMONIC,
-            work / "paygress",
-        ).start()
+                "event_loop": loop,
+                "routes": [PAID_ROUTE],
+            }
+            servers[name] = await PaygressProcess(config, MNEMONIC, work / name).start()
         nowhere = ("127.0.0.1", 9)  # never used: routes answer directly
-        envoys = {
-            "a": await EnvoyProxy(
-                work / "ea", upstream=nowhere, authz=False, mutate=direct_response
-            ).start(),
-            "b": await EnvoyProxy(
-                work / "eb", upstream=nowhere, paygress_socket=empty.socket, mutate=direct_response
-            ).start(),
-            "p": await EnvoyProxy(
-                work / "ep",
-                upstream=nowhere,
-                paygress_socket=paygress.socket_path,
-                mutate=direct_response,
-            ).start(),
-        }
+        envoys = {"none": await EnvoyProxy(
+            work / "e-none", upstream=nowhere, authz=False, mutate=direct_response
+        ).start()}  # fmt: skip
+        for name, server in servers.items():
+            socket = server.socket if isinstance(server, EmptyAuthz) else server.socket_path
+            envoys[name] = await EnvoyProxy(
+                work / f"e-{name}", upstream=nowhere, paygress_socket=socket, mutate=direct_response
+            ).start()
         cpus = sorted(os.sched_getaffinity(0))
         front, back = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 and args.pin else (set(cpus),) * 2
         for envoy in envoys.values():
             pin(envoy.pid, front)
-        for authz in (empty, paygress):
-            pin(authz.pid, back)
-        token = await wallet.token(mint.url, 4)
+        for server in servers.values():
+            pin(server.pid, back)
+        tokens = {}
         async with httpx.AsyncClient(trust_env=False) as client:
-            warm = await client.get(f"{envoys['p'].url}/paid", headers={"X-Cashu": token})
-            if warm.status_code != 200:
-                raise SystemExit(f"bench: paid warm-up got {warm.status_code}: {warm.text}")
-        token_header = [f"X-Cashu: {token}"]
-        scenarios: dict[str, tuple[str, list[str], int | None]] = {
-            "a no authz": (envoys["a"].url + "/", [], None),
-            "b empty grpc.aio": (envoys["b"].url + "/", [], empty.pid),
-            "b' empty, token header sent": (envoys["b"].url + "/", token_header, empty.pid),
-            "c paygress free": (envoys["p"].url + "/free", [], paygress.pid),
-            "d paygress paid (cached)": (envoys["p"].url + "/paid", token_header, paygress.pid),
+            for name in ("paygress", "paygress-asyncio"):
+                token = await wallet.token(mint.url, 4)
+                warm = await client.get(f"{envoys[name].url}/paid", headers={"X-Cashu": token})
+                if warm.status_code != 200:
+                    raise SystemExit(f"bench: paid warm-up got {warm.status_code}: {warm.text}")
+                tokens[name] = [f"X-Cashu: {token}"]
+
+        def at(envoy: str, path: str, headers: list[str], label: str) -> Scenario:
+            return Scenario(
+                label,
+                envoys[envoy].url + path,
+                headers,
+                servers[envoy].pid if envoy in servers else None,
+            )
+
+        scenarios = {
+            "a": at("none", "/", [], "a  no authz"),
+            "b": at("empty", "/", [], "b  empty grpc.aio"),
+            "b2": at("empty2", "/", [], "b2 empty grpc.aio, twin"),
+            "bu": at("empty-uv", "/", [], "bu empty grpc.aio, uvloop"),
+            "c": at("paygress", "/free", [], "c  paygress free"),
+            "d": at("paygress", "/paid", tokens["paygress"], "d  paygress paid (cached)"),
+            "da": at(
+                "paygress-asyncio", "/paid", tokens["paygress-asyncio"], "da paid, stdlib loop"
+            ),
         }
-        results: dict[str, list[Result]] = {name: [] for name in scenarios}
-        for _ in range(args.rounds):
-            for name, (url, headers, server) in scenarios.items():
-                results[name].append(
-                    run_wrk(wrk, url, args.seconds, args.connections, headers, front, server)
+        alone = [k for k in scenarios if k != "b2"]
+        results: dict[str, list[Result]] = {k: [] for k in alone}
+        for round_no in range(args.rounds):
+            shift = round_no % len(alone)
+            for key in alone[shift:] + alone[:shift]:
+                results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, front))
+        h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
+        for _ in range(args.h2h_rounds):
+            for x, y in PAIRS:
+                h2h[(x, y)].append(
+                    head_to_head(
+                        wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, front
+                    )
                 )
-        for proc in (*envoys.values(), paygress, empty, mint):
+        for proc in (*envoys.values(), *servers.values(), mint):
             await proc.stop()
         await wallet.aclose()
+    report(args, scenarios, results, h2h)
 
+
+def report(
+    args: argparse.Namespace,
+    scenarios: dict[str, Scenario],
+    results: dict[str, list[Result]],
+    h2h: dict[tuple[str, str], list[float]],
+) -> None:
     med = {
-        name: Result(
+        key: Result(
             statistics.median(r.rps for r in rs),
             statistics.median(r.p50_ms for r in rs),
             statistics.median(r.p99_ms for r in rs),
             sum(r.errors for r in rs),
             statistics.median(r.cpu_us for r in rs),
         )
-        for name, rs in results.items()
+        for key, rs in results.items()
     }
     print(
-        f"ext_authz through Envoy: {args.rounds} rounds x {args.seconds}s, "
-        f"{args.connections} connections, median per scenario"
-        + (", Envoy+wrk and the authz servers pinned to separate cores" if args.pin else "")
+        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
+        "connections, order rotated, medians"
+        + (" (Envoy+wrk and the authz servers pinned to separate cores)" if args.pin else "")
     )
     print(
-        f"{'scenario':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'scenario':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'authz CPU µs/req':>17}"
     )
-    for name, r in med.items():
+    for key, r in med.items():
         print(
-            f"{name:28} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:8d} {r.cpu_us:17.1f}"
+            f"{scenarios[key].label:32} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
+            f" {r.errors:8d} {r.cpu_us:17.1f}"
         )
-    b = med["b empty grpc.aio"].rps
-    print(f"ratio c/b (free route vs empty handler):   {med['c paygress free'].rps / b:.3f}")
+    for x, y in (("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("b", "a")):
+        print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
     print(
-        f"ratio d/b (cached paid vs empty handler):  {med['d paygress paid (cached)'].rps / b:.3f}"
+        f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
+        "once, servers sharing one core; median [min..max] of req/s x over y"
     )
-    print(f"ratio b/a (cost of any ext_authz):         {b / med['a no authz'].rps:.3f}")
-    d_over_b2 = med["d paygress paid (cached)"].rps / med["b' empty, token header sent"].rps
-    print(f"ratio d/b' (same request bytes as d):       {d_over_b2:.3f}")
-    cpu_b = med["b empty grpc.aio"].cpu_us
-    for key in ("c paygress free", "d paygress paid (cached)"):
-        extra = med[key].cpu_us - cpu_b
-        ratio = med[key].cpu_us / cpu_b
-        print(f"authz CPU per request, {key[0]} over b: {extra:+.1f} µs ({ratio:.3f}x)")
+    for (x, y), ratios in h2h.items():
+        note = {
+            ("b", "b2"): "control: two identical empty servers",
+            ("c", "b"): "Paygress, free route, vs empty handler",
+            ("d", "b"): "Paygress, cached paid, vs empty handler (target >= 0.9)",
+            ("d", "bu"): "the same, both on uvloop: Paygress's own cost",
+            ("da", "b"): "the same, both on the stdlib loop: Paygress's own cost",
+            ("bu", "b"): "what uvloop gives an empty handler",
+        }[(x, y)]
+        print(
+            f"   {x + '/' + y:6} {statistics.median(ratios):.3f} "
+            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {note}"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--h2h-seconds", type=int, default=4)
+    parser.add_argument("--h2h-rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin processes to cores"
