@@ -76,15 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         mnemonic = load_mnemonic()
-    except ConfigError as exc:
+        _, factory = loop_factory(config.event_loop)
+    except (ConfigError, EventLoopUnavailable) as exc:
         print(f"paygress: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    try:
-        _, factory = loop_factory(config.event_loop)
-    except EventLoopUnavailable as exc:
-        print(f"paygress: config error: event_loop: {exc}", file=sys.stderr)
-        return 2
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(config, mnemonic))
@@ -101,11 +97,8 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         loop, _ = loop_factory(config.event_loop)
-    except ConfigError as exc:
+    except (ConfigError, EventLoopUnavailable) as exc:
         print(f"paygress: config error: {exc}", file=sys.stderr)
-        return 2
-    except EventLoopUnavailable as exc:
-        print(f"paygress: config error: event_loop: {exc}", file=sys.stderr)
         return 2
     print(f"socket: {config.listen.socket} (mode {config.listen.socket_mode:04o})")
     print(f"event loop: {loop} (event_loop: {config.event_loop})")

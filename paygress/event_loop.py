@@ -22,7 +22,8 @@ class EventLoopUnavailable(RuntimeError):
 def loop_factory(choice: str) -> tuple[str, LoopFactory | None]:
     """The loop's name and a factory for asyncio.Runner (None: the stdlib's default loop)."""
     if choice not in CHOICES:
-        raise EventLoopUnavailable(f"unknown event loop {choice!r} (one of {', '.join(CHOICES)})")
+        choices = ", ".join(CHOICES)
+        raise EventLoopUnavailable(f"event_loop: unknown loop {choice!r} (one of {choices})")
     if choice == "asyncio":
         return "asyncio", None
     try:
@@ -30,7 +31,7 @@ def loop_factory(choice: str) -> tuple[str, LoopFactory | None]:
     except ImportError as exc:
         if choice == "uvloop":
             raise EventLoopUnavailable(
-                "event_loop is uvloop, but uvloop is not installed (pip install uvloop)"
+                "event_loop: uvloop is asked for but not installed (pip install uvloop)"
             ) from exc
         return "asyncio", None
     factory: LoopFactory = uvloop.new_event_loop

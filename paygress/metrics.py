@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3)
 MINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -116,7 +117,7 @@ class CheckCounters(Collector):
         cumulative, total = [], 0
         for bound, count in zip((*self.buckets, float("inf")), self.bucket_counts, strict=True):
             total += count
-            cumulative.append((_bound(bound), total))
+            cumulative.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
         yield HistogramMetricFamily(
             "paygress_check_duration_seconds", "Time to decide one check.",
             buckets=cumulative, sum_value=self.seconds_sum,
@@ -128,11 +129,6 @@ class CheckCounters(Collector):
         for result, count in self.cache.items():
             cache.add_metric([result], count)
         yield cache
-
-
-def _bound(value: float) -> str:
-    """A bucket's `le` label as prometheus_client writes it (0.1, 1.0, +Inf)."""
-    return "+Inf" if value == float("inf") else repr(float(value))
 
 
 class MeteredTransport(httpx.AsyncBaseTransport):
