@@ -404,30 +404,20 @@ async def test_metrics_match_a_scripted_run(
 ) -> None:
     from tests.peers.procs import free_port
 
-    proxy = await CountingProxy.to_url(mint.url).start()
     metrics_port = free_port()
-    config = gate_config(proxy.url, tmp / "state")
-    config["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
-    paygress = await PaygressProcess(config, OTHER_MNEMONIC, tmp / "paygress").start()
-    envoy = await EnvoyProxy(
-        tmp / "envoy", upstream=upstream.address, paygress_socket=paygress.socket_path
-    ).start()
-    try:
-        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=15) as http:
-            token = await wallet.token(mint.url, 6, token_mint=proxy.url)  # 3 requests
-            script = [
-                ("/free", {}),
-                ("/api/a", {}),
-                ("/api/a", {"X-Cashu": "cashuBjunk"}),
-                *[("/api/a", {"X-Cashu": token})] * 4,
-            ]
-            codes = [(await http.get(path, headers=h)).status_code for path, h in script]
-            assert codes == [200, 402, 400, 200, 200, 200, 402]
-            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-    finally:
-        await envoy.stop()
-        await paygress.stop()
-        await proxy.stop()
+    metrics = {"listen": f"127.0.0.1:{metrics_port}"}
+    async with gate_stack(tmp, mint, upstream, wallet, OTHER_MNEMONIC, metrics=metrics) as s:
+        token = await s.token(6)  # 3 requests
+        script = [
+            ("/free", {}),
+            ("/api/a", {}),
+            ("/api/a", {"X-Cashu": "cashuBjunk"}),
+            *[("/api/a", {"X-Cashu": token})] * 4,
+        ]
+        codes = [(await s.http.get(path, headers=h)).status_code for path, h in script]
+        assert codes == [200, 402, 400, 200, 200, 200, 402]
+        text = (await s.http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        mint_label = f'mint="{s.proxy.url}"'
 
     def value(sample: str) -> float:
         lines = [ln for ln in text.splitlines() if ln.startswith(sample + " ")]
@@ -447,7 +437,6 @@ async def test_metrics_match_a_scripted_run(
     assert value('paygress_redeem_cache_total{result="hit"}') + misses == 5
     assert value('paygress_payments_total{unit="sat"}') == 1
     assert value('paygress_paid_amount_total{unit="sat"}') == 6
-    mint_label = f'mint="{proxy.url}"'
     swaps = f'paygress_mint_requests_total{{endpoint="/v1/swap",{mint_label},outcome="2xx"}}'
     assert value(swaps) == 1
     assert value("paygress_dry_run") == 0
