@@ -95,6 +95,14 @@ class Seed:
         """A fresh random 12-word English BIP39 mnemonic."""
         return str(Mnemonic("english").generate(strength=128))
 
+    def purpose_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose: HMAC-SHA256(seed, b"paygress/" + purpose).
+
+        Every replica of one seed derives the same key; a key of one purpose says nothing of
+        another's, nor of the seed (HMAC is a PRF keyed by the seed).
+        """
+        return hmac.new(self._seed, b"paygress/" + purpose.encode(), hashlib.sha256).digest()
+
     def derive(self, keyset_id: str, counter: int) -> tuple[str, bytes]:
         """Return ``(secret_hex, r)`` for ``counter`` on the (full) ``keyset_id``."""
         if isinstance(counter, bool) or not isinstance(counter, int) or counter < 0:

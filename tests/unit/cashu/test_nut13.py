@@ -98,3 +98,12 @@ def test_repr_hides_seed(seed: Seed) -> None:
     assert "hidden" in repr(seed)
     with pytest.raises(ValueError):
         Seed(b"short")
+
+
+def test_purpose_keys_are_stable_per_seed_and_distinct_per_purpose() -> None:
+    seed = Seed(bytes(range(64)))
+    again = Seed(bytes(range(64)))
+    assert seed.purpose_key("pod-owner") == again.purpose_key("pod-owner")
+    assert len(seed.purpose_key("pod-owner")) == 32
+    assert seed.purpose_key("pod-owner") != seed.purpose_key("session")
+    assert Seed(bytes(64)).purpose_key("pod-owner") != seed.purpose_key("pod-owner")
