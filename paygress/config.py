@@ -6,96 +6,143 @@ PAYGRESS_MNEMONIC_FILE (see `load_mnemonic`).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from paygress.core.gate import DEFAULT_MAX_PROOFS, DEFAULT_MAX_TOKEN_BYTES
 from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
 from paygress.core.tiers import Tier
 from paygress.event_loop import CHOICES
 
 DEFAULT_SOCKET = "/run/paygress/paygress.sock"
+DEFAULT_ADMIN_SOCKET = "/run/paygress/admin.sock"
 DEFAULT_STATE_DIR = "/var/lib/paygress"
+
+T = TypeVar("T")
+Parser = Callable[[Any, str], Any]
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with the offending key path in the message."""
+    """A configuration problem, with the offending key path (or variable) in the message."""
+
+
+def setting(default: T, parse: Parser) -> T:
+    """A config key: its default (stated here only) and the function that validates it."""
+    return field(default=default, metadata={"parse": parse})
+
+
+def section(cls: type[T]) -> T:
+    """A nested mapping of keys, described by the dataclass `cls`."""
+    return field(default_factory=cls, metadata={"section": cls})
+
+
+def _optional(parse: Parser) -> Parser:
+    """A key that may be absent, null or empty (off)."""
+    return lambda value, where: None if value in (None, "") else parse(value, where)
+
+
+def _at_least(parse: Callable[[Any, str, int], T], minimum: int) -> Parser:
+    return lambda value, where: parse(value, where, minimum)
+
+
+# One table of environment overrides: variable -> key path. They are merged into the file's
+# mapping before validation, so an override is checked exactly like the key it replaces, and
+# an error names the variable.
+ENV_OVERRIDES: dict[str, str] = {
+    "PAYGRESS_SOCKET": "listen.socket",
+    "PAYGRESS_SOCKET_MODE": "listen.socket_mode",
+    "PAYGRESS_ADMIN_SOCKET": "listen.admin_socket",
+    "PAYGRESS_TCP": "listen.tcp",
+    "PAYGRESS_HTTP": "listen.http",
+    "PAYGRESS_METRICS": "metrics.listen",
+    "PAYGRESS_STATE_DIR": "state_dir",
+    "PAYGRESS_MINTS": "mints",  # comma-separated
+    "PAYGRESS_DRAIN_SECONDS": "drain_seconds",
+    "PAYGRESS_LOG_LEVEL": "log_level",
+    "PAYGRESS_EVENT_LOOP": "event_loop",
+    "PAYGRESS_DRY_RUN": "dry_run",
+    "PAYGRESS_NAMESPACE": "kubernetes.namespace",
+    "PAYGRESS_KUBECONFIG": "kubernetes.kubeconfig",
+}
+_LIST_OVERRIDES = frozenset({"mints"})
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True, slots=True)
 class ListenConfig:
-    socket: str = DEFAULT_SOCKET
-    socket_mode: int = 0o660
-    tcp: str | None = None
-    http: str | None = None
+    socket: str = setting(DEFAULT_SOCKET, lambda v, w: _str(v, w))
+    socket_mode: int = setting(0o660, lambda v, w: _file_mode(v, w))
+    # The wallet admin (balance, withdraw, restore): never on the proxy's socket.
+    admin_socket: str = setting(DEFAULT_ADMIN_SOCKET, lambda v, w: _str(v, w))
+    admin_socket_mode: int = setting(0o600, lambda v, w: _file_mode(v, w))
+    tcp: str | None = setting(None, _optional(lambda v, w: _tcp(v, w)))
+    http: str | None = setting(None, _optional(lambda v, w: _tcp(v, w)))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = setting(None, _optional(lambda v, w: _tcp(v, w)))
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    max_token_bytes: int = 8192
-    max_proofs: int = 64
+    max_token_bytes: int = setting(
+        DEFAULT_MAX_TOKEN_BYTES, _at_least(lambda v, w, m: _int(v, w, m), 64)
+    )
+    max_proofs: int = setting(DEFAULT_MAX_PROOFS, _at_least(lambda v, w, m: _int(v, w, m), 1))
 
 
 @dataclass(frozen=True, slots=True)
 class KubernetesConfig:
     """Where and how pods for payment are made (used when a route names a tier)."""
 
-    namespace: str = "default"
-    kubeconfig: str | None = None
-    reaper_interval_seconds: float = 5.0
-    grace_seconds: int = 30
-    status_path: str = "/.well-known/paygress/pods/"
-    offers_path: str = "/.well-known/paygress/offers"
+    namespace: str = setting("default", lambda v, w: _dns_label(v, w))
+    kubeconfig: str | None = setting(None, _optional(lambda v, w: _str(v, w)))
+    reaper_interval_seconds: float = setting(5.0, lambda v, w: _float(v, w))
+    grace_seconds: int = setting(30, lambda v, w: _int(v, w))
+    status_path: str = setting("/.well-known/paygress/pods/", lambda v, w: _str(v, w))
+    offers_path: str = setting("/.well-known/paygress/offers", lambda v, w: _str(v, w))
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen: ListenConfig = field(default_factory=ListenConfig)
-    state_dir: str = DEFAULT_STATE_DIR
-    unit: str = "sat"
-    mints: tuple[str, ...] = ()
-    routes: tuple[RouteRule, ...] = ()
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    mint_timeout_seconds: float = 1.0
-    retry_after_seconds: int = 5
-    drain_seconds: float = 5.0
-    flush_interval_seconds: float = 1.0
-    log_level: str = "INFO"
-    event_loop: str = "auto"
-    metrics_listen: str | None = None
-    dry_run: bool = False
-    tiers: tuple[Tier, ...] = ()
-    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    listen: ListenConfig = section(ListenConfig)
+    state_dir: str = setting(DEFAULT_STATE_DIR, lambda v, w: _str(v, w))
+    unit: str = setting("sat", lambda v, w: _str(v, w))
+    mints: tuple[str, ...] = setting((), lambda v, w: _mints(v, w))
+    tiers: tuple[Tier, ...] = setting((), lambda v, w: _tiers(v, w))
+    routes: tuple[RouteRule, ...] = field(default=(), metadata={"late": True})
+    limits: LimitsConfig = section(LimitsConfig)
+    mint_timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
+    retry_after_seconds: int = setting(5, _at_least(lambda v, w, m: _int(v, w, m), 1))
+    drain_seconds: float = setting(5.0, lambda v, w: _float(v, w))
+    # After the drain: how long redemptions under way may take to finish before the process
+    # exits anyway (their swap records stay and are recovered at the next start).
+    shutdown_timeout_seconds: float = setting(10.0, lambda v, w: _float(v, w))
+    flush_interval_seconds: float = setting(1.0, lambda v, w: _float(v, w))
+    log_level: str = setting("INFO", lambda v, w: _choice(v, w, _LOG_LEVELS).upper())
+    event_loop: str = setting("auto", lambda v, w: _choice(v, w, CHOICES))
+    metrics: MetricsConfig = section(MetricsConfig)
+    dry_run: bool = setting(False, lambda v, w: _bool(v, w))
+    kubernetes: KubernetesConfig = section(KubernetesConfig)
 
     @property
     def database_path(self) -> Path:
         return Path(self.state_dir) / "paygress.db"
 
+    @property
+    def metrics_listen(self) -> str | None:
+        return self.metrics.listen
+
 
 _SECRET_KEYS = {"mnemonic", "seed", "seed_words", "private_key"}
-_TOP_KEYS = {
-    "listen",
-    "state_dir",
-    "unit",
-    "mints",
-    "routes",
-    "limits",
-    "mint_timeout_seconds",
-    "retry_after_seconds",
-    "drain_seconds",
-    "flush_interval_seconds",
-    "log_level",
-    "event_loop",
-    "metrics",
-    "dry_run",
-    "tiers",
-    "kubernetes",
-}
 _ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description", "tier"}
 _TIER_KEYS = {
     "id",
@@ -107,14 +154,6 @@ _TIER_KEYS = {
     "rate_msat_per_second",
     "min_seconds",
     "max_seconds",
-}
-_KUBE_KEYS = {
-    "namespace",
-    "kubeconfig",
-    "reaper_interval_seconds",
-    "grace_seconds",
-    "status_path",
-    "offers_path",
 }
 _MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods"}
 
@@ -142,112 +181,91 @@ def load_config(
 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
-    """Validates a config mapping; every error names the key that is wrong."""
-    env = {} if env is None else env
+    """Validates a config mapping (with `env` overrides merged in); every error names the key
+    that is wrong, or the variable it came from."""
     secrets = _SECRET_KEYS & set(raw)
     if secrets:
         raise ConfigError(
             f"{sorted(secrets)[0]}: secrets do not belong in the config file; "
             "set PAYGRESS_MNEMONIC or PAYGRESS_MNEMONIC_FILE instead"
         )
-    _no_unknown(raw, _TOP_KEYS, "")
-    listen_raw = _mapping(raw.get("listen", {}), "listen")
-    _no_unknown(listen_raw, {"socket", "socket_mode", "tcp", "http"}, "listen.")
-    socket = env.get("PAYGRESS_SOCKET", listen_raw.get("socket", DEFAULT_SOCKET))
-    tcp = env.get("PAYGRESS_TCP", listen_raw.get("tcp"))
-    http = env.get("PAYGRESS_HTTP", listen_raw.get("http"))
-    mode_raw = env.get("PAYGRESS_SOCKET_MODE", listen_raw.get("socket_mode", "0660"))
-    listen = ListenConfig(
-        socket=_str(socket, "listen.socket"),
-        socket_mode=_file_mode(mode_raw, "listen.socket_mode"),
-        tcp=_tcp(tcp, "listen.tcp") if tcp else None,
-        http=_tcp(http, "listen.http") if http else None,
-    )
-    metrics_raw = _mapping(raw.get("metrics", {}), "metrics")
-    _no_unknown(metrics_raw, {"listen"}, "metrics.")
-    metrics_listen = env.get("PAYGRESS_METRICS", metrics_raw.get("listen"))
-    dry_run = env.get("PAYGRESS_DRY_RUN", raw.get("dry_run", False))
-    if isinstance(dry_run, str):
-        dry_run = dry_run.strip().lower() in ("1", "true", "yes", "on")
-    if not isinstance(dry_run, bool):
-        raise ConfigError("dry_run: must be true or false")
-    unit = _str(raw.get("unit", "sat"), "unit")
-    mints_raw: Any = raw.get("mints", [])
-    if "PAYGRESS_MINTS" in env:
-        mints_raw = [m for m in env["PAYGRESS_MINTS"].split(",") if m.strip()]
-    if not isinstance(mints_raw, list):
-        raise ConfigError("mints: must be a list of mint URLs")
-    mints = tuple(_mint(m, f"mints[{i}]") for i, m in enumerate(mints_raw))
-    tiers_raw = raw.get("tiers", [])
-    if not isinstance(tiers_raw, list):
-        raise ConfigError("tiers: must be a list")
-    tiers = tuple(_tier(t, i) for i, t in enumerate(tiers_raw))
-    tier_ids = [t.id for t in tiers]
-    if len(set(tier_ids)) != len(tier_ids):
-        raise ConfigError("tiers: duplicate tier id")
-    routes_raw = raw.get("routes", [])
+    merged, sources = _merge_env(raw, env or {})
+
+    def where(path: str) -> str:
+        return f"{sources[path]} ({path})" if path in sources else path
+
+    config = _build(Config, merged, "", where)
+    tiers = {t.id: t for t in config.tiers}
+    routes_raw = merged.get("routes", [])
     if not isinstance(routes_raw, list):
         raise ConfigError("routes: must be a list")
-    routes = tuple(_route(r, i, unit, {t.id: t for t in tiers}) for i, r in enumerate(routes_raw))
+    routes = tuple(_route(r, i, config.unit, tiers) for i, r in enumerate(routes_raw))
     names = [r.name for r in routes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"routes: duplicate route name {sorted(dupes)[0]!r}")
-    if routes and not mints:
-        raise ConfigError("mints: priced routes need at least one accepted mint")
-    kube_raw = _mapping(raw.get("kubernetes", {}), "kubernetes")
-    _no_unknown(kube_raw, _KUBE_KEYS, "kubernetes.")
-    kube = KubernetesConfig(
-        namespace=_dns_label(
-            env.get("PAYGRESS_NAMESPACE", kube_raw.get("namespace", "default")),
-            "kubernetes.namespace",
-        ),
-        kubeconfig=env.get("PAYGRESS_KUBECONFIG", kube_raw.get("kubeconfig")),
-        reaper_interval_seconds=_float(
-            kube_raw.get("reaper_interval_seconds", 5.0), "kubernetes.reaper_interval_seconds"
-        ),
-        grace_seconds=_int(kube_raw.get("grace_seconds", 30), "kubernetes.grace_seconds"),
-        status_path=_str(
-            kube_raw.get("status_path", "/.well-known/paygress/pods/"), "kubernetes.status_path"
-        ),
-        offers_path=_str(
-            kube_raw.get("offers_path", "/.well-known/paygress/offers"), "kubernetes.offers_path"
-        ),
-    )
-    limits_raw = _mapping(raw.get("limits", {}), "limits")
-    _no_unknown(limits_raw, {"max_token_bytes", "max_proofs"}, "limits.")
-    limits = LimitsConfig(
-        max_token_bytes=_int(limits_raw.get("max_token_bytes", 8192), "limits.max_token_bytes", 64),
-        max_proofs=_int(limits_raw.get("max_proofs", 64), "limits.max_proofs", 1),
-    )
-    return Config(
-        listen=listen,
-        state_dir=_str(
-            env.get("PAYGRESS_STATE_DIR", raw.get("state_dir", DEFAULT_STATE_DIR)), "state_dir"
-        ),
-        unit=unit,
-        mints=mints,
-        routes=routes,
-        limits=limits,
-        mint_timeout_seconds=_float(raw.get("mint_timeout_seconds", 1.0), "mint_timeout_seconds"),
-        retry_after_seconds=_int(raw.get("retry_after_seconds", 5), "retry_after_seconds", 1),
-        drain_seconds=_float(
-            env.get("PAYGRESS_DRAIN_SECONDS", raw.get("drain_seconds", 5.0)), "drain_seconds"
-        ),
-        flush_interval_seconds=_float(
-            raw.get("flush_interval_seconds", 1.0), "flush_interval_seconds"
-        ),
-        log_level=_str(
-            env.get("PAYGRESS_LOG_LEVEL", raw.get("log_level", "INFO")), "log_level"
-        ).upper(),
-        event_loop=_choice(
-            env.get("PAYGRESS_EVENT_LOOP", raw.get("event_loop", "auto")), "event_loop", CHOICES
-        ),
-        metrics_listen=_tcp(metrics_listen, "metrics.listen") if metrics_listen else None,
-        dry_run=dry_run,
-        tiers=tiers,
-        kubernetes=kube,
-    )
+    if routes and not config.mints:
+        raise ConfigError(f"{where('mints')}: priced routes need at least one accepted mint")
+    return replace(config, routes=routes)
+
+
+def _merge_env(
+    raw: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's mapping with the environment's overrides in place, and which key came from
+    which variable."""
+    merged = copy.deepcopy(dict(raw))
+    sources: dict[str, str] = {}
+    for var, path in ENV_OVERRIDES.items():
+        if var not in env:
+            continue
+        value: Any = env[var]
+        if path in _LIST_OVERRIDES:
+            value = [item for item in value.split(",") if item.strip()]
+        *parents, leaf = path.split(".")
+        node = merged
+        for part in parents:
+            child = node.setdefault(part, {})
+            node = _mapping(child, part)
+        node[leaf] = value
+        sources[path] = var
+    return merged, sources
+
+
+def _build(cls: type[T], raw: Mapping[str, Any], prefix: str, where: Callable[[str], str]) -> T:
+    """A config dataclass from its mapping: unknown keys refused, each key validated by its
+    own parser, absent keys left at the dataclass's default."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    _no_unknown(raw, set(known), prefix)
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        path = prefix + name
+        if "section" in spec.metadata:
+            values[name] = _build(
+                spec.metadata["section"],
+                _mapping(raw.get(name, {}), where(path)),
+                path + ".",
+                where,
+            )
+        elif "parse" in spec.metadata and name in raw:
+            values[name] = spec.metadata["parse"](raw[name], where(path))
+    return cls(**values)
+
+
+def _mints(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list of mint URLs")
+    return tuple(_mint(m, f"{where}[{i}]") for i, m in enumerate(value))
+
+
+def _tiers(value: Any, where: str) -> tuple[Tier, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list")
+    tiers = tuple(_tier(t, i) for i, t in enumerate(value))
+    ids = [t.id for t in tiers]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: duplicate tier id")
+    return tiers
 
 
 def load_mnemonic(env: Mapping[str, str] | None = None) -> str:
@@ -404,6 +422,19 @@ def _str(value: Any, where: str, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str) or not (empty_ok or value.strip()):
         raise ConfigError(f"{where}: must be a non-empty string")
     return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    """true/false (YAML), or one of true, false, yes, no, on, off, 1, 0 as text (env): anything
+    else is an error, so that a typo never silently means false."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{where}: must be true or false, not {value!r}")
 
 
 def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:

@@ -42,12 +42,16 @@ TRUSTED_HEADERS = (
 )
 
 
+DEFAULT_MAX_TOKEN_BYTES = 8192
+DEFAULT_MAX_PROOFS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class GateSettings:
     unit: str
     mints: tuple[str, ...]
-    max_token_bytes: int = 8192
-    max_proofs: int = 64
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    max_proofs: int = DEFAULT_MAX_PROOFS
     retry_after_seconds: int = 5
     dry_run: bool = False
 
@@ -115,10 +119,18 @@ class Gate:
         self.book.evict_unusable(self.clock())
         return len(dirty)
 
-    async def drain(self) -> None:
-        """Waits for redemptions under way (they hold money not yet persisted)."""
-        if self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+    async def drain(self, within: float) -> None:
+        """Waits up to `within` seconds for redemptions under way (they hold money not yet
+        persisted). Those still running keep their durable swap records: the wallet recovers
+        them at the next start."""
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(list(self._inflight.values()), timeout=within)
+        if pending:
+            log.warning(
+                "%d redemptions still under way at shutdown; their swap records are kept",
+                len(pending),
+            )
 
     def _redeemed(self, fp: str, task: asyncio.Task[Grant]) -> None:
         self._inflight.pop(fp, None)

@@ -122,3 +122,36 @@ def test_event_loop_defaults_to_auto_and_is_checked() -> None:
     assert parse_config({}, env={"PAYGRESS_EVENT_LOOP": "UVLOOP"}).event_loop == "uvloop"
     with pytest.raises(ConfigError, match="event_loop: must be one of auto, uvloop, asyncio"):
         parse_config({"event_loop": "trio"}, env={})
+
+
+def test_defaults_are_the_dataclass_defaults() -> None:
+    from paygress.config import Config
+
+    assert parse_config({}, env={}) == Config()
+
+
+@pytest.mark.parametrize("text", ["ture", "2", "", "maybe"])
+def test_booleans_from_env_are_strict_and_errors_name_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^PAYGRESS_DRY_RUN \(dry_run\): must be true or false"):
+        parse_config({}, env={"PAYGRESS_DRY_RUN": text})
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("OFF", False), ("1", True)])
+def test_booleans_from_env(text: str, value: bool) -> None:
+    assert parse_config({}, env={"PAYGRESS_DRY_RUN": text}).dry_run is value
+
+
+def test_every_override_is_checked_like_its_key() -> None:
+    from paygress.config import ENV_OVERRIDES
+
+    assert len(ENV_OVERRIDES) == len(set(ENV_OVERRIDES.values()))
+    with pytest.raises(ConfigError, match=r"^PAYGRESS_DRAIN_SECONDS \(drain_seconds\)"):
+        parse_config({}, env={"PAYGRESS_DRAIN_SECONDS": "soon"})
+    with pytest.raises(ConfigError, match=r"^PAYGRESS_NAMESPACE \(kubernetes.namespace\)"):
+        parse_config({}, env={"PAYGRESS_NAMESPACE": "Not_A_Label"})
+    with pytest.raises(ConfigError, match=r"^PAYGRESS_MINTS \(mints\)\[0\]"):
+        parse_config({}, env={"PAYGRESS_MINTS": "ftp://x"})
+    with pytest.raises(ConfigError, match="log_level: must be one of"):
+        parse_config({"log_level": "chatty"}, env={})
+    config = parse_config({}, env={"PAYGRESS_METRICS": "127.0.0.1:9464", "PAYGRESS_TCP": ""})
+    assert config.metrics_listen == "127.0.0.1:9464" and config.listen.tcp is None
