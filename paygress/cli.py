@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import grpc
 
 from paygress import __version__
-from paygress.config import DEFAULT_SOCKET
+from paygress.config import DEFAULT_ADMIN_SOCKET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,9 +47,13 @@ def _parser() -> argparse.ArgumentParser:
 
     wallet = sub.add_parser("wallet", help="the operator wallet (talks to the running server)")
     wallet.add_argument(
+        "--config",
+        help="the server's YAML config file, to find its admin socket (default: $PAYGRESS_CONFIG)",
+    )
+    wallet.add_argument(
         "--socket",
-        default=os.environ.get("PAYGRESS_SOCKET", DEFAULT_SOCKET),
-        help="the server's Unix socket (default: $PAYGRESS_SOCKET or %(default)s)",
+        help="the server's admin socket (default: listen.admin_socket of the config, "
+        f"$PAYGRESS_ADMIN_SOCKET, or {DEFAULT_ADMIN_SOCKET})",
     )
     wsub = wallet.add_subparsers(metavar="ACTION")
     balance = wsub.add_parser("balance", help="spendable and pending ecash per mint")
@@ -116,11 +119,28 @@ def _mnemonic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_socket(args: argparse.Namespace) -> str | None:
+    """--socket, else the admin socket of the config (file and env), else the default."""
+    if args.socket:
+        return str(args.socket)
+    from paygress.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config).listen.admin_socket
+    except ConfigError as exc:
+        print(f"paygress: config error: {exc}", file=sys.stderr)
+        return None
+
+
 def _call(args: argparse.Namespace, method: str, request: object) -> Any:
-    """Calls a WalletAdmin method on the server's socket; prints the error and returns None."""
+    """Calls a WalletAdmin method on the server's admin socket; prints the error and returns
+    None."""
     from paygress.v1 import admin_pb2_grpc
 
-    with grpc.insecure_channel(f"unix:{args.socket}") as channel:
+    socket = _admin_socket(args)
+    if socket is None:
+        return None
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
         stub: Any = admin_pb2_grpc.WalletAdminStub(channel)  # type: ignore[no-untyped-call]
         try:
             return getattr(stub, method)(request, timeout=60)
@@ -128,7 +148,7 @@ def _call(args: argparse.Namespace, method: str, request: object) -> Any:
             code = exc.code()
             detail = exc.details()
             if code is grpc.StatusCode.UNAVAILABLE:
-                detail = f"no server at {args.socket} ({detail}); is `paygress serve` running?"
+                detail = f"no server at {socket} ({detail}); is `paygress serve` running?"
             print(f"paygress: {detail}", file=sys.stderr)
             return None
 

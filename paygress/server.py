@@ -1,4 +1,11 @@
-"""Assembly: config → store, wallet, gate → gRPC servers on a Unix socket (and optional TCP)."""
+"""Assembly: config → store, wallet, gate → gRPC servers on Unix sockets (and optional TCP).
+
+One lifecycle: `start()` opens each resource and pushes its teardown onto one
+`AsyncExitStack` at once, so a failed start releases exactly what was opened and a stop runs
+every teardown step even when an earlier one fails. `Running.stop()` = NOT_SERVING, drain,
+then close the stack (servers stop, background tasks end, redemptions under way finish within
+a bound, usage is flushed, then the wallet, pods and store close).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,10 @@ import signal
 import socket
 import stat
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 import grpc
 from aiohttp import web
@@ -40,6 +49,7 @@ log = logging.getLogger("paygress.server")
 
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["WalletAdmin"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 def seed_id(mnemonic: str) -> str:
@@ -47,194 +57,345 @@ def seed_id(mnemonic: str) -> str:
     return hashlib.sha256(b"paygress/seed-id/" + mnemonic.encode()).hexdigest()[:16]
 
 
-@dataclass
-class Running:
-    """A started Paygress: what tests and the CLI need to reach and stop it."""
+class BackgroundTasks:
+    """The server's long-running tasks: named, logged when they fail, cancelled at stop."""
 
-    gate: Gate
-    wallet: OperatorWallet
-    store: SqliteStore
-    health: HealthServicer
-    servers: list[grpc.aio.Server]
-    socket_path: Path
-    tcp_port: int | None
-    config: Config
-    metrics: PrometheusMetrics
-    _flusher: asyncio.Task[None]
-    http_port: int | None = None
-    metrics_port: int | None = None
-    _runners: list[web.AppRunner] = field(default_factory=list)
-    pods: KubePods | None = None
-    _stopped: bool = False
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"paygress:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Running:
+    """A started Paygress: what tests and the CLI need to reach and stop it.
+
+    `async with await start(config, mnemonic) as running: ...` stops it on exit (without a
+    drain); `await running.stop()` drains for `drain_seconds` first. Stopping twice is harmless.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        gate: Gate,
+        wallet: OperatorWallet,
+        store: SqliteStore,
+        metrics: PrometheusMetrics,
+        health: HealthServicer,
+        servers: list[grpc.aio.Server],
+        socket_path: Path,
+        admin_socket_path: Path,
+        tcp_port: int | None,
+        http_port: int | None,
+        metrics_port: int | None,
+        pods: KubePods | None,
+        tasks: BackgroundTasks,
+        resources: contextlib.AsyncExitStack,
+        grace: StopGrace,
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.wallet = wallet
+        self.store = store
+        self.metrics = metrics
+        self.health = health
+        self.servers = servers
+        self.socket_path = socket_path
+        self.admin_socket_path = admin_socket_path
+        self.tcp_port = tcp_port
+        self.http_port = http_port
+        self.metrics_port = metrics_port
+        self.pods = pods
+        self.tasks = tasks
+        self._resources = resources
+        self._grace = grace
+        self._hurry = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(drain_seconds=0)
+
+    def hurry(self) -> None:
+        """Cuts a drain under way short (a second SIGTERM): stop at once."""
+        self._hurry.set()
 
     async def stop(self, drain_seconds: float | None = None) -> None:
-        """NOT_SERVING, a drain grace period, then stop and persist everything."""
-        if self._stopped:
-            return
-        self._stopped = True
-        drain = self.config.drain_seconds if drain_seconds is None else drain_seconds
-        await self.health.enter_graceful_shutdown()
-        if drain > 0:
-            log.info("draining for %.1fs", drain)
-            await asyncio.sleep(drain)
-        await asyncio.gather(*(s.stop(grace=min(drain, 5.0) or None) for s in self.servers))
-        for runner in self._runners:
-            await runner.cleanup()
-        self._flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._flusher
-        await self.gate.drain()
-        await self.gate.flush()
-        await self.wallet.aclose()
-        if self.pods is not None:
-            await self.pods.aclose()
-        await self.store.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        log.info("stopped")
+        """NOT_SERVING, a drain grace period, then every teardown step (each runs even if an
+        earlier one fails, and the first failure is raised). Concurrent and repeated calls
+        share one stop."""
+        if self._stopping is None:
+            drain = self.config.drain_seconds if drain_seconds is None else drain_seconds
+            self._stopping = asyncio.ensure_future(self._stop(drain))
+            await asyncio.shield(self._stopping)  # the first caller learns of a failure
+        else:
+            await asyncio.wait([self._stopping])
+
+    async def _stop(self, drain: float) -> None:
+        try:
+            await self.health.enter_graceful_shutdown()
+            if drain > 0:
+                log.info("draining for %.1fs", drain)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), timeout=drain)
+                if not self._hurry.is_set():
+                    self._grace.seconds = min(drain, 5.0)
+        finally:
+            await self._resources.aclose()
+            log.info("stopped")
 
 
 async def start(config: Config, mnemonic: str) -> Running:
     """Opens the state, binds the sockets and starts serving. Raises on any setup error,
     after releasing whatever it had opened."""
     seed = Seed.from_mnemonic(mnemonic)
+    resources = contextlib.AsyncExitStack()
     async with contextlib.AsyncExitStack() as undo:
-        store = SqliteStore(config.database_path)
-        undo.push_async_callback(store.close)
-        await store.open(seed_id(mnemonic))
-        metrics = PrometheusMetrics()
-        metrics.dry_run.set(1 if config.dry_run else 0)
-
-        def mint_client(url: str) -> MintClient:
-            return MintClient(
-                url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
-            )
-
-        wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
-        undo.push_async_callback(wallet.aclose)
-        pods: KubePods | None = None
-        pod_access: PodAccess | None = None
-        if any(r.tier is not None for r in config.routes):
-            pods = await KubePods.connect(config.kubernetes, on_event=metrics.pod_event)
-            undo.push_async_callback(pods.aclose)
-            await pods.start()
-            metrics.gauge("paygress_pods_active", "Paid pods known to this instance.", pods.count)
-            pod_access = PodAccess(
-                pods,
-                PodPaths(config.kubernetes.offers_path, config.kubernetes.status_path),
-                config.unit,
-                config.mints,
-                config.tiers,
-                time.time,
-            )
-        gate = Gate(
-            Pricing(config.routes),
-            GateSettings(
-                unit=config.unit,
-                mints=config.mints,
-                max_token_bytes=config.limits.max_token_bytes,
-                max_proofs=config.limits.max_proofs,
-                retry_after_seconds=config.retry_after_seconds,
-                dry_run=config.dry_run,
-            ),
-            wallet,
-            store,
-            metrics=metrics,
-            pods=pod_access,
-        )
-        await gate.start()
-        metrics.gauge(
-            "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
-        )
-        health = HealthServicer()
-        socket_path = Path(config.listen.socket)
-        _prepare_socket_path(socket_path)
-
-        unix_server = grpc.aio.server()
-        grpc_adapter.add_to_server(gate, unix_server)
-        admin.add_to_server(wallet, unix_server)
-        health_pb2_grpc.add_HealthServicer_to_server(health, unix_server)
-        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection(
-            [AUTHZ_SERVICE, ADMIN_SERVICE, health_name, reflection.SERVICE_NAME], unix_server
-        )
-        old_umask = os.umask(0o777 & ~config.listen.socket_mode)
-        try:
-            unix_server.add_insecure_port(f"unix:{socket_path}")
-            await unix_server.start()
-        finally:
-            os.umask(old_umask)
-        undo.push_async_callback(unix_server.stop, None)
-        undo.callback(socket_path.unlink, missing_ok=True)
-        os.chmod(socket_path, config.listen.socket_mode)
-        servers = [unix_server]
-
-        tcp_port: int | None = None
-        if config.listen.tcp:
-            tcp_server = grpc.aio.server()
-            grpc_adapter.add_to_server(gate, tcp_server)
-            health_pb2_grpc.add_HealthServicer_to_server(health, tcp_server)
-            reflection.enable_server_reflection(
-                [AUTHZ_SERVICE, health_name, reflection.SERVICE_NAME], tcp_server
-            )
-            tcp_port = tcp_server.add_insecure_port(config.listen.tcp)
-            if not tcp_port:
-                raise OSError(f"cannot listen on {config.listen.tcp}")
-            await tcp_server.start()
-            undo.push_async_callback(tcp_server.stop, None)
-            servers.append(tcp_server)
-
-        runners: list[web.AppRunner] = []
-        http_port = metrics_port = None
-        if config.listen.http:
-            runner, http_port = await start_site(ForwardAuth(gate).app(), config.listen.http)
-            undo.push_async_callback(runner.cleanup)
-            runners.append(runner)
-        if config.metrics_listen:
-            runner, metrics_port = await start_site(metrics_app(metrics), config.metrics_listen)
-            undo.push_async_callback(runner.cleanup)
-            runners.append(runner)
-        undo.pop_all()  # started: from here on, Running.stop() owns the cleanup
-
+        undo.push_async_callback(resources.aclose)
+        running = await _assemble(config, mnemonic, seed, resources)
+        undo.pop_all()  # started: from here on, Running.stop() closes the resources
     # Everything made so far (modules, config, the loaded grants) lives as long as the process:
     # keep it out of the cyclic garbage collector's way, which would otherwise walk it again
     # and again as requests allocate.
     gc.collect()
     gc.freeze()
-    flusher = asyncio.create_task(_flush_forever(gate, config.flush_interval_seconds))
-    asyncio.create_task(_recover(wallet))  # noqa: RUF006 - best effort, logs its outcome
     for service in ("", AUTHZ_SERVICE):
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await running.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
         extra={
-            "socket": str(socket_path),
-            "tcp_port": tcp_port,
-            "http_port": http_port,
-            "metrics_port": metrics_port,
+            "socket": str(running.socket_path),
+            "admin_socket": str(running.admin_socket_path),
+            "tcp_port": running.tcp_port,
+            "http_port": running.http_port,
+            "metrics_port": running.metrics_port,
             "dry_run": config.dry_run,
             "event_loop": running_loop_name(),
             "routes": len(config.routes),
             "mints": list(config.mints),
-            "grants_loaded": len(gate.book),
+            "grants_loaded": len(running.gate.book),
         },
     )
-    return Running(
-        gate,
+    return running
+
+
+async def _assemble(
+    config: Config, mnemonic: str, seed: Seed, resources: contextlib.AsyncExitStack
+) -> Running:
+    """Builds everything, pushing each teardown onto `resources` as soon as its resource
+    exists. The stack unwinds last-in first-out, so the push order below is the reverse of the
+    teardown order: servers stop first, then the background tasks, then the gate drains and
+    flushes, then pods, wallet and store close."""
+    store = SqliteStore(config.database_path)
+    resources.push_async_callback(store.close)
+    await store.open(seed_id(mnemonic))
+    metrics = PrometheusMetrics()
+    metrics.dry_run.set(1 if config.dry_run else 0)
+
+    def mint_client(url: str) -> MintClient:
+        return MintClient(
+            url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
+        )
+
+    wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
+    resources.push_async_callback(wallet.aclose)
+    pods, pod_access = await _pods(config, metrics, resources)
+    gate = Gate(
+        Pricing(config.routes),
+        GateSettings(
+            unit=config.unit,
+            mints=config.mints,
+            max_token_bytes=config.limits.max_token_bytes,
+            max_proofs=config.limits.max_proofs,
+            retry_after_seconds=config.retry_after_seconds,
+            dry_run=config.dry_run,
+        ),
         wallet,
         store,
-        health,
-        servers,
-        socket_path,
-        tcp_port,
-        config,
-        metrics,
-        flusher,
-        http_port,
-        metrics_port,
-        runners,
-        pods=pods,
+        metrics=metrics,
+        pods=pod_access,
     )
+    await gate.start()
+    resources.push_async_callback(gate.flush)
+    resources.push_async_callback(gate.drain, config.shutdown_timeout_seconds)
+    metrics.gauge(
+        "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
+    )
+
+    tasks = BackgroundTasks()
+    resources.push_async_callback(tasks.cancel_all)
+    health = HealthServicer()
+    grace = StopGrace()
+    # The proxy's socket decides requests; the wallet (withdrawals!) is on a socket of its own,
+    # so that whatever may ask for decisions cannot take the money.
+    proxy_services = [_authz(gate), _health(health)]
+    socket_path = Path(config.listen.socket)
+    unix, _ = await _grpc_server(
+        resources,
+        proxy_services,
+        f"unix:{socket_path}",
+        grace,
+        socket_mode=config.listen.socket_mode,
+    )
+    admin_socket_path = Path(config.listen.admin_socket)
+    admin_server, _ = await _grpc_server(
+        resources,
+        [_admin(wallet), _health(health)],
+        f"unix:{admin_socket_path}",
+        grace,
+        socket_mode=config.listen.admin_socket_mode,
+    )
+    servers = [unix, admin_server]
+    tcp_port: int | None = None
+    if config.listen.tcp:
+        tcp, tcp_port = await _grpc_server(resources, proxy_services, config.listen.tcp, grace)
+        servers.append(tcp)
+    http_port = metrics_port = None
+    if config.listen.http:
+        http_port = await _http_site(resources, ForwardAuth(gate).app(), config.listen.http)
+    if config.metrics_listen:
+        metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
+
+    tasks.spawn("flush", _flush_forever(gate, config.flush_interval_seconds))
+    tasks.spawn("recover-swaps", _recover(wallet))
+    return Running(
+        config=config,
+        gate=gate,
+        wallet=wallet,
+        store=store,
+        metrics=metrics,
+        health=health,
+        servers=servers,
+        socket_path=socket_path,
+        admin_socket_path=admin_socket_path,
+        tcp_port=tcp_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        pods=pods,
+        tasks=tasks,
+        resources=resources,
+        grace=grace,
+    )
+
+
+async def _pods(
+    config: Config, metrics: PrometheusMetrics, resources: contextlib.AsyncExitStack
+) -> tuple[KubePods | None, PodAccess | None]:
+    """Pods for payment, when a route names a tier."""
+    if not any(r.tier is not None for r in config.routes):
+        return None, None
+    pods = await KubePods.connect(config.kubernetes, on_event=metrics.pod_event)
+    resources.push_async_callback(pods.aclose)
+    await pods.start()
+    metrics.gauge("paygress_pods_active", "Paid pods known to this instance.", pods.count)
+    access = PodAccess(
+        pods,
+        PodPaths(config.kubernetes.offers_path, config.kubernetes.status_path),
+        config.unit,
+        config.mints,
+        config.tiers,
+        time.time,
+    )
+    return pods, access
+
+
+# -- gRPC ------------------------------------------------------------------------------------
+
+# A service: its full name (for reflection) and how to add it to a server.
+Service = tuple[str, Callable[[grpc.aio.Server], None]]
+
+
+def _authz(gate: Gate) -> Service:
+    return AUTHZ_SERVICE, lambda server: grpc_adapter.add_to_server(gate, server)
+
+
+def _admin(wallet: OperatorWallet) -> Service:
+    return ADMIN_SERVICE, lambda server: admin.add_to_server(wallet, server)
+
+
+def _health(health: HealthServicer) -> Service:
+    return HEALTH_SERVICE, lambda server: health_pb2_grpc.add_HealthServicer_to_server(
+        health, server
+    )
+
+
+class StopGrace:
+    """How long stopping servers let RPCs under way finish: short after a drain, none when
+    hurried (a second signal) or without a drain."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+
+async def _grpc_server(
+    resources: contextlib.AsyncExitStack,
+    services: Iterable[Service],
+    address: str,
+    grace: StopGrace,
+    *,
+    socket_mode: int | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """A started gRPC server with `services` and reflection, on a Unix socket (`unix:PATH`,
+    created with `socket_mode`, a stale one replaced) or host:port; returns it and the bound
+    port (0 for a socket). Its stop is pushed onto `resources`."""
+    server = grpc.aio.server()
+    names = []
+    for name, add in services:
+        add(server)
+        names.append(name)
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    if not address.startswith("unix:"):
+        port = server.add_insecure_port(address)
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+    else:
+        assert socket_mode is not None
+        path = Path(address.removeprefix("unix:"))
+        _prepare_socket_path(path)
+        old_umask = os.umask(0o777 & ~socket_mode)
+        try:
+            port = server.add_insecure_port(address)
+            await server.start()
+        finally:
+            os.umask(old_umask)
+        resources.callback(path.unlink, missing_ok=True)
+        os.chmod(path, socket_mode)
+    resources.push_async_callback(lambda: server.stop(grace=grace.seconds))
+    return server, port
+
+
+async def _http_site(
+    resources: contextlib.AsyncExitStack, app: web.Application, address: str
+) -> int:
+    runner, port = await start_site(app, address)
+    resources.push_async_callback(runner.cleanup)
+    return port
 
 
 class StartupError(RuntimeError):
@@ -242,15 +403,22 @@ class StartupError(RuntimeError):
 
 
 async def serve(config: Config, mnemonic: str) -> None:
-    """Runs until SIGTERM or SIGINT, then drains and stops."""
+    """Runs until SIGTERM or SIGINT, then drains and stops; a second signal cuts the drain."""
     try:
         running = await start(config, mnemonic)
     except Exception as exc:
         raise StartupError(f"{type(exc).__name__}: {exc}") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: stopping without waiting for the drain")
+            running.hurry()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
     log.info("signal received; NOT_SERVING and draining")
     await running.stop()

@@ -114,7 +114,10 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
 
             step("paygress wallet balance   (the operator's earnings, via the admin API)")
             cli = await asyncio.create_subprocess_exec(
-                *(str(VENV / "bin" / "paygress"), "wallet", "--socket", str(paygress.socket_path)),
+                str(VENV / "bin" / "paygress"),
+                "wallet",
+                "--socket",
+                str(paygress.admin_socket_path),
                 "balance",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -125,7 +128,7 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
         if args.keep:
             step("Running. Try it yourself; Ctrl-C stops everything.")
             print(f"  curl -i {envoy.url}/api/hello")
-            print(f"  paygress wallet --socket {paygress.socket_path} balance")
+            print(f"  paygress wallet --socket {paygress.admin_socket_path} balance")
             await asyncio.Event().wait()
     finally:
         await wallet.aclose()

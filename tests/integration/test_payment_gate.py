@@ -81,7 +81,7 @@ class Stack:
             str(VENV / "bin" / "paygress"),
             "wallet",
             "--socket",
-            str(self.paygress.socket_path),
+            str(self.paygress.admin_socket_path),
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -6,7 +6,8 @@
     await paygress.restart()        # the config file is rewritten on every start
     code = await paygress.stop()    # SIGTERM, wait (SIGKILL after stop_timeout); exit code
 
-If the config has no ``listen.socket``, ``<workdir>/paygress.sock`` is used; no ``state_dir``,
+If the config has no ``listen.socket``, ``<workdir>/paygress.sock`` is used (and
+``<workdir>/admin.sock`` for ``listen.admin_socket``); no ``state_dir``,
 ``<workdir>/state``. The environment is minimal (no inherited ``PAYGRESS_*``). ``command``
 replaces the ``paygress`` executable (the argv gets ``serve --config <file>`` appended), e.g.
 ``[sys.executable, "-m", "paygress.cli"]`` or a stand-in in the harness' own tests.
@@ -49,6 +50,7 @@ class PaygressProcess(ManagedProcess):
         self.config: dict[str, Any] = copy.deepcopy(dict(config))
         listen = self.config.setdefault("listen", {})
         listen.setdefault("socket", str(self.workdir / "paygress.sock"))
+        listen.setdefault("admin_socket", str(self.workdir / "admin.sock"))
         # The default state_dir (/var/lib/paygress) is outside the temp dir.
         self.config.setdefault("state_dir", str(self.workdir / "state"))
         self.mnemonic = mnemonic
@@ -59,6 +61,11 @@ class PaygressProcess(ManagedProcess):
     @property
     def socket_path(self) -> Path:
         return Path(self.config["listen"]["socket"])
+
+    @property
+    def admin_socket_path(self) -> Path:
+        """The wallet admin's socket (`paygress wallet --socket`)."""
+        return Path(self.config["listen"]["admin_socket"])
 
     @property
     def grpc_target(self) -> str:

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def config_dict(tmp: Path, **extra: Any) -> dict[str, Any]:
     return {
-        "listen": {"socket": str(tmp / "pg.sock")},
+        "listen": {"socket": str(tmp / "pg.sock"), "admin_socket": str(tmp / "admin.sock")},
         "state_dir": str(tmp / "state"),
         "mints": [MINT],
         "routes": [
@@ -285,7 +285,7 @@ async def test_serve_on_a_live_socket_exits_1_saying_in_use(
     assert proc.returncode == 1, err
     assert b"cannot start" in err and b"in use" in err
     # The first server still owns its socket.
-    assert await cli("wallet", "--socket", str(running.socket_path), "balance") == 0
+    assert await cli("wallet", "--socket", str(running.admin_socket_path), "balance") == 0
 
 
 # -- wallet ------------------------------------------------------------------------------------
@@ -298,12 +298,19 @@ def test_wallet_balance_without_server_returns_1(capsys: pytest.CaptureFixture[s
     assert "is `paygress serve` running?" in err
 
 
-def test_wallet_socket_defaults_to_paygress_socket_env(
+def test_wallet_socket_defaults_to_paygress_admin_socket_env(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PAYGRESS_SOCKET", "/nonexistent/from-env.sock")
+    monkeypatch.setenv("PAYGRESS_ADMIN_SOCKET", "/nonexistent/from-env.sock")
     assert main(["wallet", "balance"]) == 1
     assert "no server at /nonexistent/from-env.sock" in capsys.readouterr().err
+
+
+def test_wallet_with_a_bad_config_says_so(capsys: pytest.CaptureFixture[str], tmp: Path) -> None:
+    bad = tmp / "bad.yaml"
+    bad.write_text("listen: {admin_socket: 7}\n")
+    assert main(["wallet", "--config", str(bad), "balance"]) == 1
+    assert "config error: listen.admin_socket" in capsys.readouterr().err
 
 
 def test_wallet_withdraw_rejects_non_positive_amount(capsys: pytest.CaptureFixture[str]) -> None:
@@ -314,14 +321,18 @@ def test_wallet_withdraw_rejects_non_positive_amount(capsys: pytest.CaptureFixtu
 async def test_wallet_balance_of_empty_wallet(
     running: server.Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await cli("wallet", "--socket", str(running.socket_path), "balance") == 0
+    assert await cli("wallet", "--socket", str(running.admin_socket_path), "balance") == 0
     assert capsys.readouterr().out == "the wallet is empty\n"
 
 
-async def test_wallet_balance_uses_paygress_socket_env(
+async def test_wallet_finds_the_admin_socket_in_the_config(
     running: server.Running, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PAYGRESS_SOCKET", str(running.socket_path))
+    path = running.admin_socket_path.parent / "server.yaml"
+    path.write_text(yaml.safe_dump(config_dict(running.admin_socket_path.parent)))
+    assert await cli("wallet", "--config", str(path), "balance") == 0
+    assert "the wallet is empty" in capsys.readouterr().out
+    monkeypatch.setenv("PAYGRESS_CONFIG", str(path))
     assert await cli("wallet", "balance") == 0
     assert "the wallet is empty" in capsys.readouterr().out
 
@@ -329,7 +340,7 @@ async def test_wallet_balance_uses_paygress_socket_env(
 async def test_wallet_withdraw_from_empty_wallet_returns_1(
     running: server.Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await cli("wallet", "--socket", str(running.socket_path), "withdraw", "5") == 1
+    assert await cli("wallet", "--socket", str(running.admin_socket_path), "withdraw", "5") == 1
     captured = capsys.readouterr()
     assert captured.out == ""  # no token printed
     assert captured.err.strip() == "paygress: the wallet is empty"
@@ -338,7 +349,7 @@ async def test_wallet_withdraw_from_empty_wallet_returns_1(
 async def test_wallet_withdraw_from_empty_wallet_at_named_mint_returns_1(
     running: server.Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ("wallet", "--socket", str(running.socket_path), "withdraw", "5", "--mint", MINT)
+    argv = ("wallet", "--socket", str(running.admin_socket_path), "withdraw", "5", "--mint", MINT)
     assert await cli(*argv) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

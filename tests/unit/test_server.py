@@ -8,6 +8,7 @@ with a 402 without redemption.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -30,6 +31,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from paygress import server
 from paygress.cashu.nut13 import Seed
 from paygress.config import Config, parse_config
+from paygress.core.gate import Gate
 from paygress.v1 import admin_pb2, admin_pb2_grpc
 from tests.peers.paygress import PaygressProcess
 
@@ -43,7 +45,11 @@ ROUTE = {"name": "api", "match": {"path_prefix": "/api/"}, "price": 4}
 
 def raw_config(tmp: Path, **listen: Any) -> dict[str, Any]:
     return {
-        "listen": {"socket": str(tmp / "pg.sock"), **listen},
+        "listen": {
+            "socket": str(tmp / "pg.sock"),
+            "admin_socket": str(tmp / "admin.sock"),
+            **listen,
+        },
         "state_dir": str(tmp / "state"),
         "mints": [MINT],
         "routes": [ROUTE],
@@ -114,39 +120,21 @@ def assert_payment_required(response: Any) -> None:
     assert '"reason":"payment_required"' in denied.body
 
 
-class Servers:
-    """Starts in-process servers and stops, at teardown, those a test did not stop itself."""
+@pytest_asyncio.fixture
+async def servers(tmp: Path) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """Servers a test starts with `await started(servers, config)` stop at its end (before
+    `tmp` goes), unless the test stopped them itself (stopping twice is harmless)."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield stack
 
-    def __init__(self) -> None:
-        self.live: list[server.Running] = []
 
-    async def start(self, config: Config) -> server.Running:
-        running = await server.start(config, MNEMONIC)
-        self.live.append(running)
-        return running
-
-    async def stop(self, running: server.Running, drain_seconds: float = 0.0) -> None:
-        self.live.remove(running)
-        await running.stop(drain_seconds=drain_seconds)
-
-    async def close(self) -> None:
-        while self.live:
-            await self.live.pop().stop(drain_seconds=0)
+async def started(servers: contextlib.AsyncExitStack, config: Config) -> server.Running:
+    return await servers.enter_async_context(await server.start(config, MNEMONIC))
 
 
 @pytest_asyncio.fixture
-async def servers(tmp: Path) -> AsyncIterator[Servers]:
-    """Depends on `tmp` so that the servers stop before their directory is removed."""
-    pool = Servers()
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-@pytest_asyncio.fixture
-async def running(servers: Servers, tmp: Path) -> server.Running:
-    return await servers.start(make_config(tmp))
+async def running(servers: contextlib.AsyncExitStack, tmp: Path) -> server.Running:
+    return await started(servers, make_config(tmp))
 
 
 def target(running: server.Running) -> str:
@@ -161,45 +149,51 @@ async def test_socket_is_created_with_default_mode_0660(running: server.Running)
     assert mode_of(running.socket_path) == 0o660
 
 
-async def test_socket_mode_is_configurable(servers: Servers, tmp: Path) -> None:
-    running = await servers.start(make_config(tmp, socket_mode="0600"))
+async def test_socket_mode_is_configurable(servers: contextlib.AsyncExitStack, tmp: Path) -> None:
+    running = await started(servers, make_config(tmp, socket_mode="0600"))
     assert mode_of(running.socket_path) == 0o600
     assert await health_of(target(running)) == "SERVING"
 
 
-async def test_socket_parent_directory_is_created(servers: Servers, tmp: Path) -> None:
+async def test_socket_parent_directory_is_created(
+    servers: contextlib.AsyncExitStack, tmp: Path
+) -> None:
     config = parse_config({**raw_config(tmp), "listen": {"socket": str(tmp / "run" / "p.sock")}})
-    running = await servers.start(config)
+    running = await started(servers, config)
     assert is_socket(tmp / "run" / "p.sock")
     assert await health_of(target(running)) == "SERVING"
 
 
-async def test_stale_socket_of_a_dead_server_is_replaced(servers: Servers, tmp: Path) -> None:
+async def test_stale_socket_of_a_dead_server_is_replaced(
+    servers: contextlib.AsyncExitStack, tmp: Path
+) -> None:
     path = tmp / "pg.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays; nothing listens on it any more
     assert is_socket(path)
 
-    running = await servers.start(make_config(tmp))
+    running = await started(servers, make_config(tmp))
     assert await health_of(target(running)) == "SERVING"
     assert mode_of(path) == 0o660
 
 
-async def test_regular_file_at_socket_path_is_refused_and_kept(servers: Servers, tmp: Path) -> None:
+async def test_regular_file_at_socket_path_is_refused_and_kept(
+    servers: contextlib.AsyncExitStack, tmp: Path
+) -> None:
     path = tmp / "pg.sock"
     path.write_text("precious")
     with pytest.raises(RuntimeError, match="exists and is not a socket"):
-        await servers.start(make_config(tmp))
+        await started(servers, make_config(tmp))
     assert path.read_text() == "precious"
 
 
 async def test_second_server_on_a_live_socket_fails_and_first_keeps_serving(
-    servers: Servers, running: server.Running, tmp: Path
+    servers: contextlib.AsyncExitStack, running: server.Running, tmp: Path
 ) -> None:
     other = replace(make_config(tmp), state_dir=str(tmp / "other-state"))
     with pytest.raises(RuntimeError, match="in use"):
-        await servers.start(other)
+        await started(servers, other)
     assert is_socket(running.socket_path)
     assert await health_of(target(running)) == "SERVING"
     assert_payment_required(await authz_check(target(running), "/api/x"))
@@ -219,9 +213,11 @@ async def test_health_of_an_unknown_service_is_not_found(running: server.Running
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
 
 
-async def test_reflection_lists_the_services_on_the_socket(running: server.Running) -> None:
+async def test_reflection_lists_the_services_of_each_socket(running: server.Running) -> None:
     names = await reflected_services(target(running))
-    assert {AUTHZ, HEALTH, ADMIN} <= names
+    assert {AUTHZ, HEALTH} <= names and ADMIN not in names
+    admin_names = await reflected_services(f"unix:{running.admin_socket_path}")
+    assert {ADMIN, HEALTH} <= admin_names and AUTHZ not in admin_names
 
 
 async def test_check_free_path_is_ok(running: server.Running) -> None:
@@ -234,20 +230,31 @@ async def test_check_priced_path_is_402_with_payment_request(running: server.Run
     assert_payment_required(await authz_check(target(running), "/api/things?x=1"))
 
 
-async def test_wallet_admin_is_served_on_the_socket(running: server.Running) -> None:
-    async with grpc.aio.insecure_channel(target(running)) as channel:
+async def test_wallet_admin_is_served_on_its_own_socket_only(running: server.Running) -> None:
+    assert mode_of(running.admin_socket_path) == 0o600
+    async with grpc.aio.insecure_channel(f"unix:{running.admin_socket_path}") as channel:
         stub: Any = admin_pb2_grpc.WalletAdminStub(channel)  # type: ignore[no-untyped-call]
         response = await stub.Balance(admin_pb2.BalanceRequest(), timeout=5)
     assert list(response.balances) == []
+    # Whatever may ask the proxy's socket for decisions cannot reach the wallet there.
+    async with grpc.aio.insecure_channel(target(running)) as channel:
+        stub = admin_pb2_grpc.WalletAdminStub(channel)  # type: ignore[no-untyped-call]
+        for call, request in (
+            (stub.Balance, admin_pb2.BalanceRequest()),
+            (stub.Withdraw, admin_pb2.WithdrawRequest(amount=1)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(request, timeout=5)
+            assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 # -- TCP ---------------------------------------------------------------------------------------
 
 
 async def test_tcp_listener_serves_check_and_health_but_not_wallet_admin(
-    servers: Servers, tmp: Path
+    servers: contextlib.AsyncExitStack, tmp: Path
 ) -> None:
-    running = await servers.start(with_tcp(make_config(tmp)))
+    running = await started(servers, with_tcp(make_config(tmp)))
     assert running.tcp_port is not None and running.tcp_port > 0
     tcp = f"127.0.0.1:{running.tcp_port}"
 
@@ -268,25 +275,22 @@ async def test_tcp_listener_serves_check_and_health_but_not_wallet_admin(
     names = await reflected_services(tcp)
     assert {AUTHZ, HEALTH} <= names
     assert ADMIN not in names
-    # ...while the socket still has it all.
-    assert ADMIN in await reflected_services(target(running))
 
 
 async def test_without_tcp_there_is_no_tcp_port(running: server.Running) -> None:
     assert running.tcp_port is None
-    assert len(running.servers) == 1
+    assert len(running.servers) == 2  # the proxy's socket and the admin socket
 
 
 # -- stop --------------------------------------------------------------------------------------
 
 
 async def test_stop_drains_not_serving_while_check_still_answers(
-    servers: Servers, tmp: Path
+    servers: contextlib.AsyncExitStack, tmp: Path
 ) -> None:
-    running = await servers.start(with_tcp(make_config(tmp)))
+    running = await started(servers, with_tcp(make_config(tmp)))
     tcp = f"127.0.0.1:{running.tcp_port}"
-    servers.live.remove(running)  # stopped by this test
-    started = time.monotonic()
+    began = time.monotonic()
     stopping = asyncio.create_task(running.stop(drain_seconds=0.5))
     try:
         await asyncio.sleep(0.05)
@@ -299,7 +303,7 @@ async def test_stop_drains_not_serving_while_check_still_answers(
         assert is_socket(running.socket_path)
     finally:
         await stopping
-    assert time.monotonic() - started >= 0.5
+    assert time.monotonic() - began >= 0.5
     assert not running.socket_path.exists()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await health_of(target(running))
@@ -307,22 +311,24 @@ async def test_stop_drains_not_serving_while_check_still_answers(
 
 
 async def test_stop_without_drain_removes_socket_and_allows_restart(
-    servers: Servers, tmp: Path
+    servers: contextlib.AsyncExitStack, tmp: Path
 ) -> None:
-    first = await servers.start(make_config(tmp))
-    await servers.stop(first, drain_seconds=0)
+    first = await started(servers, make_config(tmp))
+    await first.stop(drain_seconds=0)
     assert not first.socket_path.exists()
-    second = await servers.start(make_config(tmp))  # same socket, same database
+    second = await started(servers, make_config(tmp))  # same socket, same database
     assert await health_of(target(second)) == "SERVING"
 
 
-async def test_stop_twice_is_harmless(servers: Servers, tmp: Path) -> None:
-    running = await servers.start(make_config(tmp))
-    await servers.stop(running)
+async def test_stop_twice_is_harmless(servers: contextlib.AsyncExitStack, tmp: Path) -> None:
+    running = await started(servers, make_config(tmp))
+    await running.stop(drain_seconds=0)
     await running.stop(drain_seconds=0)
 
 
-async def test_failed_start_releases_what_it_opened(servers: Servers, tmp: Path) -> None:
+async def test_failed_start_releases_what_it_opened(
+    servers: contextlib.AsyncExitStack, tmp: Path
+) -> None:
     import socket as sock
     import threading
 
@@ -339,7 +345,7 @@ async def test_failed_start_releases_what_it_opened(servers: Servers, tmp: Path)
             await server.start(config, MNEMONIC)
     assert not os.path.lexists(config.listen.socket), "the socket file must be removed"  # noqa: ASYNC240
     assert threading.active_count() <= threads, "the database thread must be stopped"
-    running = await servers.start(make_config(tmp))  # the database is free again
+    running = await started(servers, make_config(tmp))  # the database is free again
     assert await health_of(target(running)) == "SERVING"
 
 
@@ -379,7 +385,7 @@ async def test_serve_process_drains_on_sigterm_and_exits_0(tmp: Path) -> None:
 
 
 async def test_serve_process_killed_leaves_stale_socket_that_next_start_replaces(
-    servers: Servers, tmp: Path
+    servers: contextlib.AsyncExitStack, tmp: Path
 ) -> None:
     proc = PaygressProcess(process_config(tmp), MNEMONIC, tmp)
     await proc.start()
@@ -392,6 +398,63 @@ async def test_serve_process_killed_leaves_stale_socket_that_next_start_replaces
             proc.kill()
     assert is_socket(proc.socket_path)  # left behind by the dead process
 
-    running = await servers.start(make_config(tmp))  # same socket and state_dir
+    running = await started(servers, make_config(tmp))  # same socket and state_dir
     assert await health_of(target(running)) == "SERVING"
     assert_payment_required(await authz_check(target(running), "/api/x"))
+
+
+# -- one lifecycle -----------------------------------------------------------------------------
+
+
+async def test_a_failing_step_at_stop_does_not_keep_the_others_from_running(
+    servers: contextlib.AsyncExitStack, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def flush_fails(self: object) -> int:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Gate, "flush", flush_fails)
+    running = await server.start(make_config(tmp), MNEMONIC)
+    assert len(running.tasks) >= 1  # the flusher (and the recovery of swaps, if not done)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await running.stop(drain_seconds=0)
+    assert len(running.tasks) == 0, "background tasks are cancelled"
+    assert not running.socket_path.exists() and not running.admin_socket_path.exists()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        await running.store.balances()  # the store was closed
+    await running.stop(drain_seconds=0)  # a second stop is harmless
+    monkeypatch.undo()
+    again = await started(servers, make_config(tmp))  # the database is free again
+    assert await health_of(target(again)) == "SERVING"
+
+
+async def test_hurry_cuts_the_drain_short(servers: contextlib.AsyncExitStack, tmp: Path) -> None:
+    running = await started(servers, make_config(tmp))
+    began = time.monotonic()
+    stopping = asyncio.create_task(running.stop(drain_seconds=30))
+    await asyncio.sleep(0.1)
+    assert await health_of(target(running)) == "NOT_SERVING"
+    running.hurry()
+    await asyncio.wait_for(stopping, timeout=5)
+    assert time.monotonic() - began < 5
+    assert not running.socket_path.exists()
+
+
+async def test_serve_process_stops_at_once_on_a_second_sigterm(tmp: Path) -> None:
+    proc = PaygressProcess(process_config(tmp, drain_seconds=60), MNEMONIC, tmp)
+    await proc.start()
+    try:
+        assert proc.pid is not None
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while await proc.health(timeout=1) != "NOT_SERVING":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        began = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = await proc.stop(timeout=10)
+    finally:
+        if proc.running:
+            proc.kill()
+    assert code == 0, proc.log_tail()
+    assert time.monotonic() - began < 5
+    assert "second signal" in proc.log_path.read_text()

@@ -1,4 +1,5 @@
 import asyncio
+import time
 import json
 from typing import Any
 
@@ -200,6 +201,18 @@ async def test_concurrent_requests_with_one_token_redeem_once() -> None:
     assert {body(d)["reason"] for d in decisions if isinstance(d, Deny)} == {"exhausted"}
 
 
+async def test_drain_at_shutdown_is_bounded() -> None:
+    gate, wallet, _, _ = make_gate()
+    wallet.delay = 60  # a mint that never answers
+    task = asyncio.create_task(gate.check(req(**{"x-cashu": make_token((8,))})))
+    await asyncio.sleep(0.01)
+    began = time.monotonic()
+    await gate.drain(within=0.1)
+    assert time.monotonic() - began < 1
+    for pending in (task, *gate._inflight.values()):  # what the process exit would end
+        pending.cancel()
+
+
 async def test_cancelled_request_does_not_cancel_redemption() -> None:
     gate, wallet, store, _ = make_gate()
     wallet.delay = 0.05
@@ -207,7 +220,7 @@ async def test_cancelled_request_does_not_cancel_redemption() -> None:
     task = asyncio.create_task(gate.check(req(**{"x-cashu": token})))
     await asyncio.sleep(0.01)
     task.cancel()
-    await gate.drain()
+    await gate.drain(within=5)
     assert len(store.grants) == 1
     assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
     assert wallet.calls == 1
