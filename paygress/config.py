@@ -84,6 +84,9 @@ class ListenConfig:
     admin_socket_mode: int = setting(0o600, lambda v, w: _file_mode(v, w))
     tcp: str | None = setting(None, _optional(lambda v, w: _tcp(v, w)))
     http: str | None = setting(None, _optional(lambda v, w: _tcp(v, w)))
+    # Forward-auth: how many proxies in front append to X-Forwarded-For (the client's address
+    # is that many entries from the right); 0 reads the connection's peer.
+    http_trusted_hops: int = setting(1, lambda v, w: _int(v, w))
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,8 @@ def to_request(check: Any) -> HttpRequest:
         http.path,
         headers,
         attrs.context_extensions,
+        # The downstream address as Envoy sees it (after its own XFF trust settings).
+        attrs.source.address.socket_address.address,
     )
 
 

@@ -29,7 +29,21 @@ DENIALS_MAX = 10_000
 MAX_HEADER_BYTES = 64 * 1024
 
 
-def to_request(request: web.Request, *, nginx: bool = False) -> HttpRequest:
+def client_address(request: web.Request, trusted_hops: int, *, nginx: bool = False) -> str:
+    """The client's address: with `nginx`, X-Real-IP (deploy/nginx sets it from the
+    connection); else the address `trusted_hops` entries from the right of X-Forwarded-For
+    (each trusted proxy appends the address it saw), else the connection's peer. Entries a
+    client wrote itself sit further left and are never read."""
+    h = request.headers
+    if nginx and h.get("X-Real-IP"):
+        return h["X-Real-IP"].strip()
+    hops = [a.strip() for a in ",".join(h.getall("X-Forwarded-For", [])).split(",") if a.strip()]
+    if trusted_hops and len(hops) >= trusted_hops:
+        return hops[-trusted_hops]
+    return request.remote or ""
+
+
+def to_request(request: web.Request, *, nginx: bool = False, trusted_hops: int = 1) -> HttpRequest:
     """The core's view of a forward-auth call: the original request, from forwarding headers.
 
     With `nginx`, only the headers NGINX itself sets are read, since it passes the client's
@@ -51,7 +65,13 @@ def to_request(request: web.Request, *, nginx: bool = False) -> HttpRequest:
         parts = urlsplit(original_url)
         uri = parts.path + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc or host
-    return HttpRequest((method or request.method).upper(), host, uri or request.path_qs, headers)
+    return HttpRequest(
+        (method or request.method).upper(),
+        host,
+        uri or request.path_qs,
+        headers,
+        client=client_address(request, trusted_hops, nginx=nginx),
+    )
 
 
 def allow_headers(decision: Allow) -> dict[str, str]:
@@ -68,8 +88,9 @@ def deny_response(decision: Deny) -> web.Response:
 class ForwardAuth:
     """aiohttp handlers around the gate."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, *, trusted_hops: int = 1) -> None:
         self.gate = gate
+        self.trusted_hops = trusted_hops
         self._denials: OrderedDict[str, tuple[float, Deny]] = OrderedDict()
 
     def app(self) -> web.Application:
@@ -84,13 +105,15 @@ class ForwardAuth:
         return web.Response(text="ok\n")
 
     async def check(self, request: web.Request) -> web.Response:
-        decision = await self.gate.check(to_request(request))
+        decision = await self.gate.check(to_request(request, trusted_hops=self.trusted_hops))
         if isinstance(decision, Allow):
             return web.Response(status=200, headers=allow_headers(decision))
         return deny_response(decision)
 
     async def nginx(self, request: web.Request) -> web.Response:
-        decision = await self.gate.check(to_request(request, nginx=True))
+        decision = await self.gate.check(
+            to_request(request, nginx=True, trusted_hops=self.trusted_hops)
+        )
         if isinstance(decision, Allow):
             return web.Response(status=200, headers=allow_headers(decision))
         request_id = request.headers.get("X-Request-Id")
@@ -107,7 +130,9 @@ class ForwardAuth:
         kept = self._denials.pop(request.match_info["request_id"], None)
         if kept is not None and kept[0] > time.monotonic():
             return deny_response(kept[1])
-        decision = await self.gate.check(to_request(request, nginx=True))
+        decision = await self.gate.check(
+            to_request(request, nginx=True, trusted_hops=self.trusted_hops)
+        )
         if isinstance(decision, Allow):  # paid in between: let the client retry
             return web.Response(status=409, text="retry the request\n")
         return deny_response(decision)

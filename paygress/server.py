@@ -277,7 +277,11 @@ async def _assemble(
         servers.append(tcp)
     http_port = metrics_port = None
     if config.listen.http:
-        http_port = await _http_site(resources, ForwardAuth(gate).app(), config.listen.http)
+        http_port = await _http_site(
+            resources,
+            ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops).app(),
+            config.listen.http,
+        )
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
 

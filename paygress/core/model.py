@@ -20,6 +20,7 @@ class HttpRequest:
     path: str
     headers: Mapping[str, str]
     context: Mapping[str, str] = field(default_factory=dict)
+    client: str = ""  # the client's address as the proxy reports it ("" when unknown)
 
 
 @dataclass(frozen=True, slots=True)

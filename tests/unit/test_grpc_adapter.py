@@ -64,3 +64,10 @@ def test_plain_allow_is_shared_and_empty() -> None:
     response = to_response(Allow(reason="free"))
     assert response.status.code == code_pb2.OK
     assert not response.ok_response.headers
+
+
+def test_to_request_reads_the_client_address_envoy_reports() -> None:
+    req = check_request()
+    req.attributes.source.address.socket_address.address = "203.0.113.7"
+    assert to_request(req).client == "203.0.113.7"
+    assert to_request(check_request()).client == ""  # a pipe peer has no address

@@ -1,6 +1,7 @@
 from collections.abc import AsyncIterator
 
 import httpx
+from aiohttp import web
 import pytest
 import pytest_asyncio
 
@@ -100,3 +101,19 @@ async def test_metrics_count_what_happened(served: Served) -> None:
         text = (await plain.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'paygress_checks_total{decision="deny",reason="payment_required"}' in text
     assert "paygress_check_duration_seconds_bucket" in text
+
+
+def test_client_address_reads_only_what_trusted_proxies_appended() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from paygress.http_adapter import client_address
+
+    def request(**headers: str) -> web.Request:
+        return make_mocked_request("GET", "/", headers=headers)
+
+    spoofed = request(**{"X-Forwarded-For": "6.6.6.6, 198.51.100.2"})
+    assert client_address(spoofed, 1) == "198.51.100.2"  # the right-most: what Traefik saw
+    assert client_address(spoofed, 2) == "6.6.6.6"  # two trusted proxies in front
+    assert client_address(request(**{"X-Forwarded-For": "198.51.100.2"}), 2) != "198.51.100.2"
+    nginx = request(**{"X-Real-IP": "198.51.100.3", "X-Forwarded-For": "6.6.6.6"})
+    assert client_address(nginx, 1, nginx=True) == "198.51.100.3"
