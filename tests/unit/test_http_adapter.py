@@ -1,9 +1,9 @@
 from collections.abc import AsyncIterator
 
 import httpx
-from aiohttp import web
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from paygress.cashu.nut18 import decode_payment_request
 from paygress.core.gate import Gate, GateSettings

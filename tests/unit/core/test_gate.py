@@ -1,6 +1,6 @@
 import asyncio
-import time
 import json
+import time
 from typing import Any
 
 import pytest
