@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from paygress.core.gate import DEFAULT_MAX_PROOFS, DEFAULT_MAX_TOKEN_BYTES
+from paygress.core.gate import DEFAULT_MAX_PROOFS, DEFAULT_MAX_TOKEN_BYTES, GateSettings
 from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
 from paygress.core.tiers import Tier
 from paygress.event_loop import CHOICES
@@ -68,6 +68,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "PAYGRESS_LOG_LEVEL": "log_level",
     "PAYGRESS_EVENT_LOOP": "event_loop",
     "PAYGRESS_DRY_RUN": "dry_run",
+    "PAYGRESS_REQUIRE_DLEQ": "payments.require_dleq",
     "PAYGRESS_NAMESPACE": "kubernetes.namespace",
     "PAYGRESS_KUBECONFIG": "kubernetes.kubeconfig",
 }
@@ -102,6 +103,44 @@ class LimitsConfig:
     max_proofs: int = setting(DEFAULT_MAX_PROOFS, _at_least(lambda v, w, m: _int(v, w, m), 1))
 
 
+def _gate_default(name: str) -> Any:
+    """A gate setting's default, as the core states it."""
+    return next(f.default for f in fields(GateSettings) if f.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class UnprovenSwapsConfig:
+    """The swap budget of tokens without DLEQ proofs (see paygress/core/budget.py). Keep
+    `per_mint_per_minute` below the mint's own per-address limit of transactions."""
+
+    per_mint_per_minute: float = setting(60.0, lambda v, w: _float(v, w))
+    per_mint_burst: int = setting(10, _at_least(lambda v, w, m: _int(v, w, m), 1))
+    per_client_per_minute: float = setting(6.0, lambda v, w: _float(v, w))
+    per_client_burst: int = setting(3, _at_least(lambda v, w, m: _int(v, w, m), 1))
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentsConfig:
+    """How first payments are checked and redeemed."""
+
+    # A check waits this long for a redemption, then answers 503 payment_pending.
+    timeout_seconds: float = setting(
+        _gate_default("payment_timeout_seconds"), lambda v, w: _float(v, w)
+    )
+    # Refuse tokens whose proofs do not all carry DLEQ proofs (NUT-12).
+    require_dleq: bool = setting(False, lambda v, w: _bool(v, w))
+    # Tokens refused for good are refused again from memory: at most this many, this long.
+    refusals_max: int = setting(
+        _gate_default("refusals_max"), _at_least(lambda v, w, m: _int(v, w, m), 1)
+    )
+    refusals_seconds: float = setting(_gate_default("refusals_seconds"), lambda v, w: _float(v, w))
+    # An unknown keyset id asks the mint for its keysets at most this often.
+    keyset_refresh_seconds: float = setting(60.0, lambda v, w: _float(v, w))
+    # Swaps whose outcome is not known yet are tried again this often (backing off to 60 s).
+    swap_retry_seconds: float = setting(5.0, lambda v, w: _float(v, w))
+    unproven_swaps: UnprovenSwapsConfig = section(UnprovenSwapsConfig)
+
+
 @dataclass(frozen=True, slots=True)
 class KubernetesConfig:
     """Where and how pods for payment are made (used when a route names a tier)."""
@@ -123,7 +162,9 @@ class Config:
     tiers: tuple[Tier, ...] = setting((), lambda v, w: _tiers(v, w))
     routes: tuple[RouteRule, ...] = field(default=(), metadata={"late": True})
     limits: LimitsConfig = section(LimitsConfig)
+    # The most one call to a mint may take, all in (connect, send, a trickling answer).
     mint_timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
+    payments: PaymentsConfig = section(PaymentsConfig)
     retry_after_seconds: int = setting(5, _at_least(lambda v, w, m: _int(v, w, m), 1))
     drain_seconds: float = setting(5.0, lambda v, w: _float(v, w))
     # After the drain: how long redemptions under way may take to finish before the process

@@ -34,6 +34,7 @@ from paygress import admin, grpc_adapter
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.nut13 import Seed
 from paygress.config import Config
+from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import PodAccess, PodPaths
 from paygress.core.pricing import Pricing
@@ -222,8 +223,18 @@ async def _assemble(
             url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
         )
 
-    wallet = OperatorWallet(store, seed, config.mints, config.unit, client_factory=mint_client)
+    payments = config.payments
+    wallet = OperatorWallet(
+        store.ledger,
+        seed,
+        config.mints,
+        config.unit,
+        client_factory=mint_client,
+        require_dleq=payments.require_dleq,
+        keyset_refresh_seconds=payments.keyset_refresh_seconds,
+    )
     resources.push_async_callback(wallet.aclose)
+    await wallet.swaps.hold_room_for_open_records()
     pods, pod_access = await _pods(config, metrics, resources)
     gate = Gate(
         Pricing(config.routes),
@@ -234,11 +245,23 @@ async def _assemble(
             max_proofs=config.limits.max_proofs,
             retry_after_seconds=config.retry_after_seconds,
             dry_run=config.dry_run,
+            payment_timeout_seconds=payments.timeout_seconds,
+            refusals_max=payments.refusals_max,
+            refusals_seconds=payments.refusals_seconds,
         ),
         wallet,
-        store,
+        store.grants,
         metrics=metrics,
         pods=pod_access,
+        budget=SwapBudget(
+            BudgetSettings(
+                per_mint_per_minute=payments.unproven_swaps.per_mint_per_minute,
+                per_mint_burst=payments.unproven_swaps.per_mint_burst,
+                per_client_per_minute=payments.unproven_swaps.per_client_per_minute,
+                per_client_burst=payments.unproven_swaps.per_client_burst,
+            ),
+            time.monotonic,
+        ),
     )
     await gate.start()
     resources.push_async_callback(gate.flush)
@@ -286,7 +309,16 @@ async def _assemble(
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
 
     tasks.spawn("flush", _flush_forever(gate, config.flush_interval_seconds))
-    tasks.spawn("recover-swaps", _recover(wallet))
+    tasks.spawn("mint-keysets", wallet.warm_up())
+    tasks.spawn("open-swaps", _settle_open_swaps(wallet, payments.swap_retry_seconds))
+    metrics.gauge(
+        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swap_count
+    )
+    metrics.gauge(
+        "paygress_swaps_open_oldest_seconds",
+        "Age of the oldest swap whose outcome is not known yet (0 when none).",
+        wallet.oldest_open_swap_age,
+    )
     return Running(
         config=config,
         gate=gate,
@@ -454,10 +486,21 @@ async def _flush_forever(gate: Gate, interval: float) -> None:
             log.exception("could not persist grant usage; will retry")
 
 
-async def _recover(wallet: OperatorWallet) -> None:
-    try:
-        done = await wallet.recover_pending()
-        if done:
-            log.info("recovered %d interrupted swaps", done)
-    except Exception:
-        log.exception("recovery of interrupted swaps failed; will retry at next start")
+async def _settle_open_swaps(wallet: OperatorWallet, interval: float) -> None:
+    """Settles swaps interrupted by a crash or a lost answer, now and then every `interval`
+    while some are open (backing off to a minute while the mint cannot tell)."""
+    delay = interval
+    while True:
+        try:
+            open_before = await wallet.refresh_open_swaps()
+            if open_before:
+                done = await wallet.recover_pending()
+                if done:
+                    log.info("settled %d interrupted swaps", done)
+                delay = interval if done else min(delay * 2, 60.0)
+            else:
+                delay = interval
+        except Exception:
+            log.exception("settling open swaps failed; will retry")
+            delay = min(delay * 2, 60.0)
+        await asyncio.sleep(delay)

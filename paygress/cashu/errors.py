@@ -45,19 +45,30 @@ CODE_KEYSET_INACTIVE = 12002
 
 
 class MintError(Exception):
-    """Base class of every error raised while talking to a mint."""
+    """Base class of every error raised while talking to a mint. Expected (a mint is another
+    party on the network); callers catch this one class unless they react differently to
+    the three below."""
 
 
 class MintUnavailable(MintError):
-    """The mint could not be reached or answered with 5xx / 429 / non-JSON. Retryable."""
+    """No answer: the mint could not be reached, timed out, or answered 5xx / 429 /
+    non-JSON. Retry later. The outcome of a request that changes state (a swap) is unknown,
+    unless `sent` is False: no connection was made, so the mint did nothing."""
+
+    def __init__(self, detail: str, *, sent: bool = True) -> None:
+        super().__init__(detail)
+        self.sent = sent
 
 
 class MintProtocolError(MintError):
-    """The mint answered, but the answer is syntactically or semantically wrong."""
+    """The mint answered, but the answer is syntactically or semantically wrong. Like
+    MintUnavailable for the caller (the outcome is unknown), and worth an error log."""
 
 
 class MintRejected(MintError):
-    """The mint refused the request (4xx, usually ``{"detail": ..., "code": ...}``)."""
+    """The mint refused the request (4xx, usually ``{"detail": ..., "code": ...}``): it
+    answered, so for a swap it signed nothing in this call. `code` says why (the properties
+    below name the codes a wallet must tell apart)."""
 
     def __init__(self, detail: str, code: int | None = None, status: int | None = None) -> None:
         self.detail = detail

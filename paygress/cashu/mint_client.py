@@ -7,6 +7,7 @@ Error mapping: connect errors, timeouts, 5xx, 429 and non-JSON bodies raise
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -126,7 +127,11 @@ def _check_matches(outputs: Sequence[BlindedMessage], sigs: Sequence[BlindSignat
 
 
 class MintClient:
-    """One mint, one pooled ``httpx.AsyncClient``. Use ``aclose()`` or ``async with``."""
+    """One mint, one pooled ``httpx.AsyncClient``. Use ``aclose()`` or ``async with``.
+
+    ``timeout`` bounds each call as a whole (connect, send, and an answer however slowly it
+    trickles in), not only each phase as httpx's own timeouts do.
+    """
 
     def __init__(
         self,
@@ -138,6 +143,7 @@ class MintClient:
         if not url.startswith(("http://", "https://")):
             raise ValueError("mint URL must start with http:// or https://")
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.url,
             timeout=timeout,
@@ -163,14 +169,18 @@ class MintClient:
 
     async def _request(self, method: str, path: str, payload: object = None) -> Any:
         try:
-            async with self._client.stream(method, path, json=payload) as resp:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise MintProtocolError(f"{path}: response too large")
-                status = resp.status_code
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self.timeout):
+                async with self._client.stream(method, path, json=payload) as resp:
+                    body = bytearray()
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            raise MintProtocolError(f"{path}: response too large")
+                    status = resp.status_code
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so nothing was sent: the mint did nothing.
+            raise MintUnavailable(f"{self.url}{path}: {type(exc).__name__}", sent=False) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise MintUnavailable(f"{self.url}{path}: timeout") from exc
         except httpx.HTTPError as exc:
             raise MintUnavailable(f"{self.url}{path}: {type(exc).__name__}") from exc

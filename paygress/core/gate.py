@@ -5,24 +5,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from paygress.cashu.models import Token
 from paygress.cashu.token import TokenError, parse_token
+from paygress.core.budget import SwapBudget
+from paygress.core.fees import asked_amount
 from paygress.core.grants import GrantBook
 from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
 from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
     Metrics,
-    MintUnreachable,
     NullMetrics,
     PaymentRejected,
+    RedeemError,
+    TryAgainLater,
     Wallet,
 )
 from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
+from paygress.core.refusals import Refusals
 from paygress.core.responses import deny
 
 log = logging.getLogger("paygress.gate")
@@ -54,6 +59,16 @@ class GateSettings:
     max_proofs: int = DEFAULT_MAX_PROOFS
     retry_after_seconds: int = 5
     dry_run: bool = False
+    # How long a check waits for a redemption before answering 503 payment_pending (the
+    # redemption goes on; the same token is answered from its outcome later).
+    payment_timeout_seconds: float = 2.5
+    # Tokens refused for good are refused again from memory: how many, for how long.
+    refusals_max: int = 10_000
+    refusals_seconds: float = 600.0
+
+
+# What a refused token gets again from memory: status, reason, message.
+Refusal = tuple[int, str, str]
 
 
 def token_hash(raw: str) -> str:
@@ -80,6 +95,7 @@ class Gate:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         pods: PodAccess | None = None,
+        budget: SwapBudget | None = None,
     ) -> None:
         self.pricing = pricing
         self.settings = settings
@@ -88,10 +104,14 @@ class Gate:
         self.metrics = metrics or NullMetrics()
         self.clock = clock
         self.pods = pods
+        self.budget = budget
         self.book = GrantBook()
+        self.refusals: Refusals[Refusal] = Refusals(
+            settings.refusals_max, settings.refusals_seconds, clock
+        )
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
-        self._denials: dict[tuple[RouteRule, int, str, str], Deny] = {}
+        self._denials: dict[tuple[RouteRule, int, str, str, int], Deny] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
         self._internal_error = deny(
             503,
@@ -132,12 +152,20 @@ class Gate:
                 len(pending),
             )
 
-    def _redeemed(self, fp: str, task: asyncio.Task[Grant]) -> None:
+    def _redeemed(self, fp: str, key: bytes, task: asyncio.Task[Grant]) -> None:
+        """A redemption ended: a refusal for good is remembered (by the token's bytes, its
+        proofs' fingerprint and the proofs the mint reported spent)."""
         self._inflight.pop(fp, None)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if not isinstance(exc, PaymentRejected | MintUnreachable):
-                log.error("redemption failed unexpectedly", exc_info=exc)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, PaymentRejected):
+            if exc.remember:
+                refusal = (exc.status, exc.reason, exc.message)
+                for name in (key, fp, *exc.spent_ys):
+                    self.refusals.add(name, refusal)
+        elif not isinstance(exc, RedeemError):
+            log.error("redemption failed unexpectedly", exc_info=exc)
 
     async def check(self, request: HttpRequest) -> Decision:
         """Judges one request. Never raises for bad input: every problem becomes a Deny."""
@@ -192,7 +220,7 @@ class Gate:
         grant = self.book.by_token(key)
         if grant is None:
             self.metrics.redeem_cache(False)
-            found = await self._grant_for(raw, key, rule, headers)
+            found = await self._grant_for(raw, key, rule, request)
             if isinstance(found, Deny):
                 return found
             grant = found
@@ -239,9 +267,15 @@ class Gate:
         return allow
 
     async def _grant_for(
-        self, raw: str, key: bytes, rule: RouteRule, headers: Mapping[str, str]
+        self, raw: str, key: bytes, rule: RouteRule, request: HttpRequest
     ) -> Grant | Deny:
-        """Finds or creates the grant of a token seen for the first time in memory."""
+        """Finds or creates the grant of a token seen for the first time in memory. Everything
+        a client can send for free is answered from memory where it can be: a token refused
+        before, malformed, from another mint, worth too little, or holding a proof the mint
+        reported spent costs no mint call."""
+        refused = self.refusals.get(key)
+        if refused is not None:
+            return self._pay(rule, *refused)
         try:
             token = parse_token(
                 raw,
@@ -252,55 +286,94 @@ class Gate:
             return self._pay(rule, 400, exc.reason, f"Invalid Cashu token: {exc}")
         problem = self._precheck(token, rule)
         if problem is None and self.pods is not None and rule.mode is Mode.POD:
-            problem = self.pods.precheck(rule, headers)
+            problem = self.pods.precheck(rule, request.headers)
         if problem is not None:
             return problem
         fp = fingerprint(token)
         grant = self.book.by_id(fp)
         if grant is not None:
             return self.book.add(grant, key)
+        refused = self.refusals.any_of((fp, *(p.y() for p in token.proofs)))
+        if refused is not None:
+            self.refusals.add(key, refused)
+            return self._pay(rule, *refused)
         task = self._inflight.get(fp)
         if task is None:
             # The redemption runs as its own task: a client that goes away (Envoy timeout,
             # cancelled RPC) must not cancel a swap whose proofs are not yet persisted.
-            task = asyncio.create_task(self._redeem(token, fp, rule, raw, headers.get(POD_HEADER)))
+            task = asyncio.create_task(
+                self._redeem(token, fp, rule, raw, request.client, request.headers.get(POD_HEADER))
+            )
             self._inflight[fp] = task
-            task.add_done_callback(lambda t: self._redeemed(fp, t))
+            task.add_done_callback(lambda t: self._redeemed(fp, key, t))
         try:
-            grant = await asyncio.shield(task)
+            grant = await asyncio.wait_for(
+                asyncio.shield(task), timeout=self.settings.payment_timeout_seconds
+            )
+        except TimeoutError:
+            return self._try_later(
+                TryAgainLater(
+                    "payment_pending",
+                    "The mint is settling this payment; send the same token again shortly.",
+                )
+            )
         except PaymentRejected as exc:
-            return self._pay(
-                rule, 404 if exc.reason == "unknown_pod" else 400, exc.reason, exc.message
-            )
-        except MintUnreachable as exc:
-            return deny(
-                503,
-                "mint_unavailable",
-                exc.reason,
-                exc.message,
-                extra_headers=(("retry-after", str(self.settings.retry_after_seconds)),),
-            )
+            return self._pay(rule, exc.status, exc.reason, exc.message)
+        except TryAgainLater as exc:
+            return self._try_later(exc)
         if grant.usable(self.clock()):
             grant = self.book.add(grant, key)
         return grant
 
+    def _try_later(self, exc: TryAgainLater) -> Deny:
+        retry_after = exc.retry_after or self.settings.retry_after_seconds
+        error = "rate_limited" if exc.status == 429 else "mint_unavailable"
+        return deny(
+            exc.status,
+            error,
+            exc.reason,
+            exc.message,
+            extra_headers=(("retry-after", str(retry_after)),),
+        )
+
     async def _redeem(
-        self, token: Token, fp: str, rule: RouteRule, raw: str, top_up_pod: str | None = None
+        self,
+        token: Token,
+        fp: str,
+        rule: RouteRule,
+        raw: str,
+        client: str,
+        top_up_pod: str | None = None,
     ) -> Grant:
         stored = await self.store.get_grant(fp)
         if stored is not None:
             log.info("token %s known from the store (grant %s)", token_hash(raw), fp[:16])
             return stored
+        verified = await self.wallet.verify(token)
         top_up = await self._top_up(rule, top_up_pod) if top_up_pod else None
+        mint = normalize_mint_url(token.mint)
 
         def grant_for(received: Received) -> Grant:
             if rule.mode is Mode.POD:
                 assert self.pods is not None
-                mint = normalize_mint_url(token.mint)
                 return self.pods.new_grant(fp, rule, mint, received, top_up)
             return self._new_grant(fp, rule, token, received)
 
-        grant = await self.wallet.redeem(token, fp, grant_for)
+        def admit() -> None:
+            """A new swap is about to go to the mint: unproven tokens pay from the budget."""
+            if verified.proven or self.budget is None:
+                return
+            wait = self.budget.admit(mint, client)
+            if wait:
+                raise TryAgainLater(
+                    "swap_budget",
+                    "Too many payments that the mint has to check; try again shortly, or pay "
+                    "with a token that carries DLEQ proofs (NUT-12).",
+                    status=429,
+                    retry_after=max(1, math.ceil(wait)),
+                )
+
+        grant = await self.wallet.redeem(verified, fp, grant_for, admit)
         if top_up is not None:
             assert self.pods is not None
             for owner in top_up.owners:
@@ -326,16 +399,22 @@ class Gate:
             if g.route == rule.name
         )
         if not owners:
-            raise PaymentRejected("unknown_pod", f"No pod {pod!r} was paid for on this route.")
+            raise PaymentRejected(
+                "unknown_pod",
+                f"No pod {pod!r} was paid for on this route.",
+                status=404,
+                remember=False,
+            )
         return TopUp(pod, owners)
 
     def _new_grant(self, fp: str, rule: RouteRule, token: Token, received: Received) -> Grant:
-        if received.credited < rule.price or received.net <= 0:
+        if received.credited < rule.price:
             raise PaymentRejected(
                 "insufficient_after_fees",
                 f"The token is worth {received.credited} {self.settings.unit} after the mint's "
                 f"fee of {received.fee} for its {len(token.proofs)} proofs; the price is "
-                f"{rule.price}. Send the amount in fewer proofs.",
+                f"{rule.price}. Send {self._asked(rule)} {self.settings.unit} in the fewest "
+                "proofs.",
             )
         now = self.clock()
         units = rule.buys(received.credited)
@@ -379,10 +458,15 @@ class Gate:
             )
         return None
 
+    def _asked(self, rule: RouteRule) -> int:
+        """What a 402 asks for: the price plus the mint's fee of paying it."""
+        return asked_amount(rule.price, self.wallet.input_fee_ppk())
+
     def _pay(self, rule: RouteRule, status: int, reason: str, message: str) -> Deny:
         """A denial that asks for payment. The same few repeat (every unpaid request to a
-        route gets the same 402), so they are built once."""
-        key = (rule, status, reason, message)
+        route gets the same 402), so they are built once (per known mint fee)."""
+        fee_ppk = self.wallet.input_fee_ppk()
+        key = (rule, status, reason, message, fee_ppk)
         denial = self._denials.get(key)
         if denial is None:
             error = "payment_required" if status == 402 else "bad_payment"
@@ -394,6 +478,7 @@ class Gate:
                 rule=rule,
                 unit=self.settings.unit,
                 mints=self.settings.mints,
+                amount=asked_amount(rule.price, fee_ppk),
             )
             if len(self._denials) >= 1024:
                 self._denials.clear()

@@ -69,23 +69,17 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """The outcome of redeeming a token: what it was worth and what the mint's fee took.
+    """What a token is worth to the operator: its amount less the mint's input fee (NUT-02).
 
-    The operator absorbs the mint's input fee up to `fee_allowance` (the fee of the same
-    amount in the fewest proofs), so a client paying exactly the asked amount gets exactly
-    what it asked for; only a fee inflated by needlessly many proofs is charged to the client.
+    The client pays the fee: a 402 asks for the price plus the fee of paying it in the fewest
+    proofs (see `pricing.asked_amount`), so paying exactly that buys exactly what was asked;
+    a token in needlessly many proofs pays their extra fee itself.
     """
 
     amount_in: int
     fee: int
-    fee_allowance: int = 0
-
-    @property
-    def net(self) -> int:
-        """What reached the operator's wallet."""
-        return self.amount_in - self.fee
 
     @property
     def credited(self) -> int:
-        """What the client is credited with."""
-        return self.amount_in - max(0, self.fee - self.fee_allowance)
+        """What the client is credited with: all of it, net of the mint's fee."""
+        return self.amount_in - self.fee

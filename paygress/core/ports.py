@@ -6,13 +6,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from paygress.cashu.models import Token
+from paygress.cashu.models import Proof, Token
 from paygress.core.model import Grant, Received
 from paygress.core.tiers import Tier
 
 
 class RedeemError(Exception):
-    """A token could not be redeemed. `reason` is a short machine code, the message plain words."""
+    """A token could not be redeemed now. Expected, never a bug: the gate answers the client
+    with `status`, the short machine code `reason` and the plain words of `message`."""
+
+    status = 400
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -21,21 +24,72 @@ class RedeemError(Exception):
 
 
 class PaymentRejected(RedeemError):
-    """The mint or our checks refused the payment (spent, fees above value, bad proofs): 400."""
+    """Refused for good (bad or spent proofs, fees above the value, an unknown keyset): 4xx.
+    The same token gets the same answer again, so the gate remembers it (`remember`);
+    `spent_ys` names proofs the mint reported spent, refused from memory in any token."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        status: int = 400,
+        remember: bool = True,
+        spent_ys: Sequence[str] = (),
+    ) -> None:
+        super().__init__(reason, message)
+        self.status = status
+        self.remember = remember
+        self.spent_ys = tuple(spent_ys)
 
 
-class MintUnreachable(RedeemError):
-    """The mint could not be asked (network, timeout, 5xx): 503 with Retry-After."""
+class TryAgainLater(RedeemError):
+    """Not decided now (the mint unreachable, a swap's outcome not known yet, the swap budget
+    spent): 503 (or 429) with Retry-After. The same token may succeed later."""
+
+    def __init__(
+        self, reason: str, message: str, *, status: int = 503, retry_after: int | None = None
+    ) -> None:
+        super().__init__(reason, message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token checked against its mint's keys (no swap yet): `inputs` are its proofs with
+    full keyset ids, `fee` the mint's input fee for them, `proven` when every proof carries a
+    valid DLEQ proof (NUT-12), i.e. the mint provably signed them."""
+
+    token: Token
+    inputs: tuple[Proof, ...]
+    fee: int
+    proven: bool
 
 
 class Wallet(Protocol):
-    """The operator's wallet: redeems tokens at their (allow-listed) mint."""
+    """The operator's wallet: checks and redeems tokens at their (allow-listed) mint."""
+
+    def input_fee_ppk(self) -> int:
+        """The highest input fee (parts per thousand per proof) of the accepted mints' active
+        keysets, as far as known (0 before): what a 402 asks for on top of the price."""
+        ...
+
+    async def verify(self, token: Token) -> Verified:
+        """Checks the proofs against the mint's keys, in memory once the keys are known.
+        Raises PaymentRejected or TryAgainLater."""
+        ...
 
     async def redeem(
-        self, token: Token, fingerprint: str, grant_for: Callable[[Received], Grant]
+        self,
+        verified: Verified,
+        fingerprint: str,
+        grant_for: Callable[[Received], Grant],
+        admit: Callable[[], None],
     ) -> Grant:
         """Swaps the token into the wallet; persists the new proofs and the grant together
-        before returning. Raises PaymentRejected or MintUnreachable."""
+        before returning. `admit` is called just before a new swap is sent (it raises
+        TryAgainLater when the swap budget is spent). Raises PaymentRejected or TryAgainLater."""
         ...
 
 

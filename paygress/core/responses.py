@@ -14,11 +14,12 @@ JSON = ("content-type", "application/json")
 
 
 @lru_cache(maxsize=1024)
-def payment_request(rule: RouteRule, unit: str, mints: tuple[str, ...]) -> str:
-    """The NUT-18 `creqA…` request for one payment of the route's price (cached per rule)."""
+def payment_request(rule: RouteRule, unit: str, mints: tuple[str, ...], amount: int) -> str:
+    """The NUT-18 `creqA…` request for one payment of `amount` (the route's price plus the
+    mint's fee of paying it) (cached per rule and amount)."""
     return encode_payment_request(
         PaymentRequest(
-            amount=rule.price,
+            amount=amount,
             unit=unit,
             mints=mints,
             description=rule.description or f"{rule.name}: {rule.describe(unit)}",
@@ -28,23 +29,31 @@ def payment_request(rule: RouteRule, unit: str, mints: tuple[str, ...]) -> str:
     )
 
 
-def offer(rule: RouteRule, unit: str, mints: tuple[str, ...]) -> dict[str, Any]:
-    """The facts of a payment in plain JSON."""
+def offer(rule: RouteRule, unit: str, mints: tuple[str, ...], amount: int) -> dict[str, Any]:
+    """The facts of a payment in plain JSON: `amount` to send, of which `price` buys."""
     return {
         "route": rule.name,
-        "amount": rule.price,
+        "amount": amount,
+        "price": rule.price,
+        "mint_fee": amount - rule.price,
         "unit": unit,
         "mints": list(mints),
         "mode": rule.mode.value,
         "buys": rule.describe(unit),
-        "request": payment_request(rule, unit, mints),
+        "request": payment_request(rule, unit, mints, amount),
     }
 
 
-def how_to_pay(rule: RouteRule, unit: str) -> str:
+def how_to_pay(rule: RouteRule, unit: str, amount: int) -> str:
     what = "requests" if rule.mode is Mode.PER_REQUEST else "seconds of access"
+    fee = (
+        f" ({rule.price} {unit} plus the mint's fee of {amount - rule.price} {unit} for "
+        "spending it, when sent in the fewest proofs)"
+        if amount > rule.price
+        else ""
+    )
     return (
-        f"Send a Cashu token worth at least {rule.price} {unit} from one of the listed mints "
+        f"Send a Cashu token worth {amount} {unit}{fee} from one of the listed mints "
         "in the X-Cashu request header (or 'Authorization: Cashu <token>'). "
         f"Paying more buys more {what}: {rule.describe(unit)}; "
         "send the same token again on later requests until it is used up."
@@ -60,15 +69,18 @@ def deny(
     rule: RouteRule | None = None,
     unit: str = "sat",
     mints: tuple[str, ...] = (),
+    amount: int | None = None,
     extra_headers: Headers = (),
 ) -> Deny:
-    """A JSON denial; with `rule`, it carries a fresh X-Cashu payment request and the offer."""
+    """A JSON denial; with `rule`, it carries an X-Cashu payment request for `amount` (the
+    price when not given) and the offer."""
     body: dict[str, Any] = {"error": error, "reason": reason, "message": message}
     headers: list[tuple[str, str]] = [JSON, *extra_headers]
     if rule is not None:
-        body["payment"] = offer(rule, unit, mints)
-        body["how_to_pay"] = how_to_pay(rule, unit)
-        headers.append(("x-cashu", payment_request(rule, unit, mints)))
+        asked = rule.price if amount is None else amount
+        body["payment"] = offer(rule, unit, mints, asked)
+        body["how_to_pay"] = how_to_pay(rule, unit, asked)
+        headers.append(("x-cashu", payment_request(rule, unit, mints, asked)))
     return Deny(
         status=status,
         reason=reason,

@@ -25,7 +25,7 @@ from paygress.cashu.nut18 import decode_payment_request
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.kubeapi import FakeKubeApi
 from tests.peers.mint import NutshellMint
-from tests.peers.paygress import PaygressProcess
+from tests.peers.paygress import UNTHROTTLED, PaygressProcess
 from tests.peers.procs import REPO_ROOT
 from tests.peers.proxy import CountingProxy
 from tests.peers.upstream import EchoUpstream
@@ -60,6 +60,7 @@ def config(proxy_url: str, kubeconfig: Path, state: Path, upstream_port: int) ->
         "mints": [proxy_url],
         "drain_seconds": 0,
         "flush_interval_seconds": 0.2,
+        "payments": {"unproven_swaps": UNTHROTTLED},
         "tiers": [
             {
                 "id": "small",
@@ -123,7 +124,8 @@ async def stack(
 async def test_offers_and_402_describe_the_tier(stack: PodStack) -> None:
     r = await stack.http.get("/pod/app")
     assert r.status_code == 402
-    assert decode_payment_request(r.headers["x-cashu"]).amount == 3  # 3 s at 1 sat/s
+    # 3 s at 1 sat/s, plus the mint's input fee of paying it (1 sat at 100 ppk)
+    assert decode_payment_request(r.headers["x-cashu"]).amount == 4
     assert "small pod" in r.json()["payment"]["buys"]
     offers = await stack.http.get("/.well-known/paygress/offers")
     assert offers.status_code == 200
@@ -134,7 +136,7 @@ async def test_offers_and_402_describe_the_tier(stack: PodStack) -> None:
 async def test_a_payment_buys_a_pod_that_is_reached_topped_up_reconciled_and_reaped(
     stack: PodStack,
 ) -> None:
-    token = await stack.token(5)  # 5 s
+    token = await stack.token(6)  # 5 s after the mint's fee
     paid_at = time.time()
     r = await stack.http.get("/pod/app/hello", headers={"X-Cashu": token})
     assert r.status_code == 503, r.text  # created, not Running yet
@@ -177,7 +179,7 @@ async def test_a_payment_buys_a_pod_that_is_reached_topped_up_reconciled_and_rea
     assert "x-cashu" not in seen
 
     # Top-up: a new token with X-Paygress-Pod extends the paid end and the annotation.
-    topup = await stack.token(4)
+    topup = await stack.token(5)  # 4 s after the mint's fee
     r = await stack.http.get("/pod/app/x", headers={"X-Cashu": topup, "X-Paygress-Pod": name})
     assert r.status_code == 200, r.text
     new_expires = int(r.headers["x-paygress-expires"])
@@ -208,7 +210,7 @@ async def test_a_payment_buys_a_pod_that_is_reached_topped_up_reconciled_and_rea
 async def test_kubernetes_down_after_payment_is_503_and_the_retry_does_not_pay_twice(
     stack: PodStack,
 ) -> None:
-    token = await stack.token(3)
+    token = await stack.token(4)
     swaps = stack.proxy.requests["/v1/swap"]
     stack.kube.fail_next("POST", r"/pods$", status=503, times=3)
     r = await stack.http.get("/pod/app", headers={"X-Cashu": token})
@@ -228,7 +230,7 @@ async def test_kubernetes_down_after_payment_is_503_and_the_retry_does_not_pay_t
 async def test_bad_pod_requests_are_refused_before_payment(
     stack: PodStack, headers: dict[str, str], status: int, reason: str
 ) -> None:
-    token = await stack.token(3)
+    token = await stack.token(4)
     swaps = stack.proxy.requests["/v1/swap"]
     r = await stack.http.get("/pod/app", headers={"X-Cashu": token, **headers})
     assert r.status_code == status and r.json()["reason"] == reason
@@ -256,7 +258,7 @@ async def test_kubernetes_unreachable_at_start_is_not_fatal(
     # Paygress starts and serves although the API server does not answer.
     async with pod_stack(tmp, kube, mint, upstream, wallet) as s:
         await kube.start()
-        r = await s.http.get("/pod/app", headers={"X-Cashu": await s.token(3)})
+        r = await s.http.get("/pod/app", headers={"X-Cashu": await s.token(4)})
         assert r.status_code == 503 and r.json()["reason"] == "pod_starting", r.text
         assert len(kube.pods(NS)) == 1
         assert "not reachable at start" in s.paygress.log_path.read_text()

@@ -30,6 +30,15 @@ from .procs import VENV, ManagedProcess, base_env, wait_for_unix_socket
 
 PAYGRESS_BIN = VENV / "bin" / "paygress"
 
+# A swap budget no test run reaches: tests are one honest client making many first payments
+# (with tokens the wallet makes without DLEQ proofs). Tests of the budget set their own.
+UNTHROTTLED = {
+    "per_mint_per_minute": 100_000,
+    "per_mint_burst": 10_000,
+    "per_client_per_minute": 100_000,
+    "per_client_burst": 10_000,
+}
+
 
 class PaygressProcess(ManagedProcess):
     name = "paygress"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -434,4 +436,25 @@ async def test_timeout_is_passed_to_httpx() -> None:
     assert await client.keysets() == []
     assert seen["read"] == 1.5 and seen["connect"] == 1.5
     assert seen["accept"] == "application/json" and seen["body"] is None
+    await client.aclose()
+
+
+async def test_a_trickling_answer_is_cut_at_the_overall_deadline() -> None:
+    """httpx's timeouts bound each read; a mint that sends a byte now and then would hold a
+    request for ever. The client's timeout bounds the whole call."""
+
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                yield b" "
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Trickle())
+
+    client = MintClient(URL, timeout=0.5, transport=httpx.MockTransport(handler))
+    started = time.monotonic()
+    with pytest.raises(MintUnavailable, match="timeout"):
+        await client.keysets()
+    assert time.monotonic() - started < 1.5
     await client.aclose()

@@ -12,7 +12,7 @@ from coincurve import PrivateKey
 from paygress.cashu.models import Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
 from paygress.core.model import Grant, Received
-from paygress.core.ports import RedeemError
+from paygress.core.ports import RedeemError, Verified
 
 MINT = "http://mint.test"
 KEYSET = "00ad268c4d1f5826"
@@ -39,25 +39,43 @@ def make_token(
 
 
 class FakeWallet:
-    """Redeems every token for its face value minus `fee`, or raises `error`."""
+    """Verifies every token (proven when `proven`) and redeems it for its face value minus
+    `fee`, or raises `error` (from redeem) / `verify_error` (from verify)."""
 
-    def __init__(self, fee: int = 0, fee_allowance: int = 0) -> None:
+    def __init__(self, fee: int = 0, fee_ppk: int = 0, *, proven: bool = False) -> None:
         self.fee = fee
-        self.fee_allowance = fee_allowance
+        self.fee_ppk = fee_ppk
+        self.proven = proven
         self.error: RedeemError | None = None
+        self.verify_error: RedeemError | None = None
         self.calls = 0
+        self.verifies = 0
         self.delay = 0.0
         self.store: FakeStore | None = None
 
+    def input_fee_ppk(self) -> int:
+        return self.fee_ppk
+
+    async def verify(self, token: Token) -> Verified:
+        self.verifies += 1
+        if self.verify_error is not None:
+            raise self.verify_error
+        return Verified(token=token, inputs=token.proofs, fee=self.fee, proven=self.proven)
+
     async def redeem(
-        self, token: Token, fingerprint: str, grant_for: Callable[[Received], Grant]
+        self,
+        verified: Verified,
+        fingerprint: str,
+        grant_for: Callable[[Received], Grant],
+        admit: Callable[[], None],
     ) -> Grant:
+        grant = grant_for(Received(verified.token.amount, verified.fee))
+        admit()
         self.calls += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        grant = grant_for(Received(token.amount, self.fee, self.fee_allowance))
         if self.store is not None:
             self.store.grants[grant.id] = replace(grant)
         return grant

@@ -8,7 +8,7 @@ import pytest
 from paygress.cashu.nut18 import decode_payment_request
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.model import Allow, Deny, HttpRequest
-from paygress.core.ports import MintUnreachable, PaymentRejected
+from paygress.core.ports import PaymentRejected, TryAgainLater
 from paygress.core.pricing import Mode, Pricing, RouteRule
 
 from .fakes import MINT, FakeStore, FakeWallet, make_token
@@ -25,9 +25,9 @@ class Clock:
         return self.now
 
 
-def make_gate(fee: int = 0, allowance: int = 0) -> tuple[Gate, FakeWallet, FakeStore, Clock]:
+def make_gate(fee: int = 0, fee_ppk: int = 0) -> tuple[Gate, FakeWallet, FakeStore, Clock]:
     store = FakeStore()
-    wallet = FakeWallet(fee, allowance)
+    wallet = FakeWallet(fee, fee_ppk)
     wallet.store = store
     clock = Clock()
     gate = Gate(
@@ -162,20 +162,30 @@ async def test_bearer_that_is_not_cashu_is_no_payment() -> None:
     assert isinstance(decision, Deny) and decision.status == 402
 
 
-async def test_fee_within_allowance_is_absorbed_by_the_operator() -> None:
-    gate, *_ = make_gate(fee=1, allowance=1)
-    decision = await gate.check(req(**{"x-cashu": make_token((4,))}))  # exactly the price
+async def test_the_402_asks_for_the_price_plus_the_mint_fee_of_paying_it() -> None:
+    gate, *_ = make_gate(fee=1, fee_ppk=100)
+    decision = await gate.check(req())
+    assert isinstance(decision, Deny)
+    offer = body(decision)["payment"]
+    assert (offer["amount"], offer["price"], offer["mint_fee"]) == (5, 4, 1)
+    assert decode_payment_request(dict(decision.headers)["x-cashu"]).amount == 5
+    # Paying exactly that, in the fewest proofs, buys exactly what the price buys.
+    decision = await gate.check(req(**{"x-cashu": make_token((4, 1))}))
     assert isinstance(decision, Allow)
     assert dict(decision.upstream_headers)["x-paygress-paid"] == "4"
+    assert dict(decision.upstream_headers)["x-paygress-remaining"] == "0"
 
 
-async def test_fee_beyond_allowance_reduces_what_is_bought() -> None:
-    gate, *_ = make_gate(fee=1)
+async def test_the_fee_comes_out_of_what_the_token_buys() -> None:
+    gate, wallet, *_ = make_gate(fee=1, fee_ppk=100)
     decision = await gate.check(req(**{"x-cashu": make_token((8, 1))}))  # 9 - 1 = 8: 2 requests
     assert isinstance(decision, Allow)
     assert dict(decision.upstream_headers)["x-paygress-remaining"] == "1"
-    decision = await gate.check(req(**{"x-cashu": make_token((4,))}))
+    calls = wallet.calls
+    decision = await gate.check(req(**{"x-cashu": make_token((4,))}))  # 4 - 1 = 3 < 4
     assert isinstance(decision, Deny) and body(decision)["reason"] == "insufficient_after_fees"
+    assert "Send 5 sat" in body(decision)["message"]
+    assert wallet.calls == calls, "refused before any swap"
 
 
 async def test_mint_rejection_and_outage() -> None:
@@ -184,7 +194,7 @@ async def test_mint_rejection_and_outage() -> None:
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
     assert isinstance(decision, Deny) and decision.status == 400
     assert body(decision)["reason"] == "already_spent"
-    wallet.error = MintUnreachable("mint_unavailable", "down")
+    wallet.error = TryAgainLater("mint_unavailable", "down")
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
     assert isinstance(decision, Deny) and decision.status == 503
     assert dict(decision.headers)["retry-after"] == "5"
@@ -311,3 +321,96 @@ async def test_time_grant_answer_is_built_once_and_follows_top_ups() -> None:
     later = await gate.check(req("/live/d", **{"x-cashu": token}))
     assert isinstance(later, Allow) and later is not first
     assert dict(later.response_headers)["x-paygress-expires"] == str(int(clock.now) + 180)
+
+
+# -- hostile input costs nothing at the mint twice ---------------------------------------------
+
+
+async def test_a_token_refused_for_good_is_refused_from_memory_on_replay() -> None:
+    gate, wallet, *_ = make_gate()
+    wallet.error = PaymentRejected("mint_rejected", "The mint refused the token: bad proofs")
+    token = make_token((8,))
+    first = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(first, Deny) and body(first)["reason"] == "mint_rejected"
+    for _ in range(10):
+        again = await gate.check(req(**{"x-cashu": token}))
+        assert isinstance(again, Deny) and body(again)["reason"] == "mint_rejected"
+    assert (wallet.calls, wallet.verifies) == (1, 1)
+    # The same proofs in another encoding are refused from memory too.
+    from paygress.cashu.token import encode_token_v3, parse_token
+
+    v3 = encode_token_v3(parse_token(token))
+    again = await gate.check(req(**{"x-cashu": v3}))
+    assert isinstance(again, Deny) and body(again)["reason"] == "mint_rejected"
+    assert wallet.verifies == 1
+
+
+async def test_proofs_the_mint_reported_spent_are_refused_from_memory_in_any_token() -> None:
+    from paygress.cashu.models import Token
+    from paygress.cashu.token import encode_token_v4, parse_token
+
+    gate, wallet, *_ = make_gate()
+    spent = parse_token(make_token((8,))).proofs[0]
+    wallet.error = PaymentRejected("already_spent", "spent", spent_ys=(spent.y(),))
+    first = encode_token_v4(Token(MINT, "sat", (spent,), None, 4))
+    assert isinstance(await gate.check(req(**{"x-cashu": first})), Deny)
+    fresh = parse_token(make_token((4,))).proofs[0]
+    mixed = encode_token_v4(Token(MINT, "sat", (fresh, spent), None, 4))
+    decision = await gate.check(req(**{"x-cashu": mixed}))
+    assert isinstance(decision, Deny) and body(decision)["reason"] == "already_spent"
+    assert wallet.verifies == 1, "the second token never reached the wallet"
+
+
+async def test_refusals_that_may_change_are_not_remembered() -> None:
+    gate, wallet, *_ = make_gate()
+    wallet.error = TryAgainLater("mint_unavailable", "down")
+    token = make_token((8,))
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
+    wallet.error = None
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+
+
+async def test_unproven_swaps_are_bounded_per_client_and_proven_ones_are_not() -> None:
+    from paygress.core.budget import BudgetSettings, SwapBudget
+
+    clock = Clock()
+    store, wallet = FakeStore(), FakeWallet()
+    wallet.store = store
+    budget = SwapBudget(BudgetSettings(60, 10, 2, 2), clock)
+    gate = Gate(
+        Pricing((API,)), GateSettings("sat", (MINT,)), wallet, store, clock=clock, budget=budget
+    )
+
+    def from_(client: str) -> HttpRequest:
+        return HttpRequest("GET", "h", "/api/x", {"x-cashu": make_token((8,))}, client=client)
+
+    statuses = [(await gate.check(from_("198.51.100.9"))) for _ in range(4)]
+    assert [isinstance(d, Allow) for d in statuses] == [True, True, False, False]
+    limited = statuses[-1]
+    assert isinstance(limited, Deny) and limited.status == 429
+    assert body(limited)["reason"] == "swap_budget"
+    assert int(dict(limited.headers)["retry-after"]) >= 1
+    assert wallet.calls == 2, "no swap for the refused ones"
+    assert isinstance(await gate.check(from_("198.51.100.10")), Allow), "another client"
+    wallet.proven = True  # tokens with valid DLEQ proofs cost no budget
+    for _ in range(3):
+        assert isinstance(await gate.check(from_("198.51.100.9")), Allow)
+    clock.now += 30  # one more per 30 s at 2 per minute
+    wallet.proven = False
+    assert isinstance(await gate.check(from_("198.51.100.9")), Allow)
+
+
+async def test_a_slow_redemption_answers_payment_pending_and_settles_later() -> None:
+    store, wallet = FakeStore(), FakeWallet()
+    wallet.store = store
+    wallet.delay = 0.3
+    settings = GateSettings("sat", (MINT,), payment_timeout_seconds=0.05)
+    gate = Gate(Pricing((API,)), settings, wallet, store)
+    token = make_token((8,))
+    pending = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(pending, Deny) and pending.status == 503
+    assert body(pending)["reason"] == "payment_pending"
+    assert dict(pending.headers)["retry-after"] == "5"
+    await gate.drain(within=5)
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+    assert wallet.calls == 1

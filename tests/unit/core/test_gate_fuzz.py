@@ -21,6 +21,7 @@ from paygress.cashu.models import Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
+from paygress.core.ports import Verified
 from paygress.core.pricing import Mode, Pricing, RouteRule
 
 from .fakes import KEYSET, MINT, FakeStore, FakeWallet
@@ -55,9 +56,13 @@ class RecordingWallet(FakeWallet):
         self.granted: list[Grant] = []
 
     async def redeem(
-        self, token: Token, fingerprint: str, grant_for: Callable[[Received], Grant]
+        self,
+        verified: Verified,
+        fingerprint: str,
+        grant_for: Callable[[Received], Grant],
+        admit: Callable[[], None],
     ) -> Grant:
-        grant = await super().redeem(token, fingerprint, grant_for)
+        grant = await super().redeem(verified, fingerprint, grant_for, admit)
         self.granted.append(grant)
         return grant
 

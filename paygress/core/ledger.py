@@ -1,0 +1,155 @@
+"""The wallet's ledger: the port behind which the operator wallet keeps its money.
+
+The wallet (paygress/wallet) depends on this port only; a store module (SQLite today, Redis
+next) implements it. The invariants it keeps are the wallet's money invariants:
+
+1. Ecash is persisted before access is granted: a redemption's proofs and its grant are
+   written in one `settle_swap`.
+2. Every NUT-13 counter whose output was ever sent to a mint is either in a durable swap
+   record or below the keyset's durable counter mark, and restore scans up to the mark (and,
+   with no ledger at all, across any run of unsigned counters shorter than
+   `RESTORE_GAP_COUNTERS`). Counters are handed out lowest-first from the free set, then from
+   the mark; only `abandon_swap(release_counters=True)`, for outputs the mint definitively did
+   not sign, returns counters to the free set.
+3. A swap record is deleted only once its outcome is known: `settle_swap` (signed, proofs
+   stored) or `abandon_swap` (definitively not signed, or signed for someone else's inputs).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from paygress.cashu.models import Proof
+from paygress.core.model import Grant
+
+# The most counters that may be reserved and not yet signed at one time, across all swaps
+# (the wallet waits for room before it reserves more). Any run of unsigned counters below a
+# signed one is shorter than this, so a restore from the seed alone that scans on until it has
+# seen this many unsigned counters in a row has found every signed output.
+RESTORE_GAP_COUNTERS = 1024
+
+
+class SwapKind(enum.StrEnum):
+    REDEEM = "redeem"  # a client's token into our outputs (the grant is in the record)
+    WITHDRAW = "withdraw"  # our proofs into a payout part and change
+
+
+@dataclass(frozen=True, slots=True)
+class SwapRecord:
+    """A swap sent, or about to be sent, to a mint whose outcome is not known yet.
+
+    `inputs` are kept so that the swap can be sent again (or its outcome found out) without
+    the client. `unknown` is set when a send got no answer (timeout, 5xx, a crash): a refusal
+    of a later send then needs finding out before the record may go.
+    """
+
+    id: str
+    kind: SwapKind
+    mint: str
+    unit: str
+    keyset_id: str
+    counters: tuple[int, ...]
+    amounts: tuple[int, ...]
+    inputs: tuple[Proof, ...]
+    grant: Grant | None = None
+    unknown: bool = False
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewSwap:
+    """A swap to record: `begin_swap` reserves its counters and returns the record."""
+
+    id: str
+    kind: SwapKind
+    mint: str
+    unit: str
+    keyset_id: str
+    amounts: tuple[int, ...]
+    inputs: tuple[Proof, ...]
+    grant: Grant | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    mint: str
+    unit: str
+    spendable: int
+    pending: int
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used as it is (wrong seed, newer schema, not open). A bug or an
+    operator's mistake, not a client's: the process should not go on."""
+
+
+class Ledger(Protocol):
+    """Durable state of the operator wallet."""
+
+    # -- swaps -------------------------------------------------------------------------------
+
+    async def begin_swap(self, swap: NewSwap) -> SwapRecord:
+        """Reserves `len(swap.amounts)` counters of the keyset (lowest free first) and writes
+        the record, in one transaction; a withdrawal's inputs become reserved."""
+        ...
+
+    async def mark_unknown(self, swap_id: str) -> None:
+        """A send of this swap got no answer: its outcome must be found out."""
+        ...
+
+    async def swap_record(self, swap_id: str) -> SwapRecord | None: ...
+
+    async def swap_records(self) -> list[SwapRecord]:
+        """Every open record, oldest first."""
+        ...
+
+    async def settle_swap(self, record: SwapRecord, proofs: Sequence[Proof]) -> None:
+        """The mint signed the record's outputs: stores the proofs (and a redemption's grant;
+        a withdrawal's inputs become spent) and deletes the record, in one transaction.
+        Idempotent."""
+        ...
+
+    async def abandon_swap(
+        self, record: SwapRecord, *, release_counters: bool, inputs_spent: bool = False
+    ) -> None:
+        """The mint definitively did not sign for us: deletes the record; the counters go back
+        to the free set only if `release_counters` (the outputs were never signed); a
+        withdrawal's inputs go back to unspent, or to spent if `inputs_spent`."""
+        ...
+
+    # -- counters ----------------------------------------------------------------------------
+
+    async def counter_mark(self, keyset_id: str) -> int:
+        """One past the highest counter of the keyset ever reserved."""
+        ...
+
+    async def advance_counter(self, keyset_id: str, at_least: int) -> None:
+        """Moves the mark forward to `at_least` (never back); free counters below it stay."""
+        ...
+
+    # -- proofs ------------------------------------------------------------------------------
+
+    async def add_restored(
+        self, mint: str, unit: str, unspent: Sequence[Proof], spent_ys: Sequence[str]
+    ) -> list[Proof]:
+        """Adds restored unspent proofs not yet held (returns them); marks spent ones spent."""
+        ...
+
+    async def balances(self) -> list[Balance]: ...
+
+    async def unspent_proofs(self, mint: str, unit: str) -> list[Proof]: ...
+
+    async def mark_withdrawn(
+        self, withdrawal_id: str, mint: str, unit: str, proofs: Sequence[Proof]
+    ) -> None:
+        """Proofs handed out as they are: pending until the mint sees them spent."""
+        ...
+
+    async def pending_withdrawn(self) -> list[tuple[str, str, Proof]]:
+        """(withdrawal id, mint, proof) of every proof handed out and not yet seen spent."""
+        ...
+
+    async def settle_withdrawn(self, spent_ys: Sequence[str]) -> None: ...
