@@ -112,6 +112,7 @@ class RealCluster:
             request = {"spec": {"expirationSeconds": 3600}}
             token = await core.create_namespaced_service_account_token(self.account, ns, request)
             self.token = token.status.token
+            await _until_exists(core, ns, "default")  # pods run as it: the SA controller makes it
         return self
 
     async def stop(self) -> None:
@@ -142,3 +143,15 @@ class RealCluster:
 
     def observer(self) -> PodObserver:
         return PodObserver(self.configuration, self.namespace)
+
+
+async def _until_exists(core: Any, namespace: str, account: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await core.read_namespaced_service_account(account, namespace)
+            return
+        except client.ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
