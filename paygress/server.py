@@ -36,7 +36,7 @@ from paygress.cashu.nut13 import Seed
 from paygress.config import Config
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
-from paygress.core.pod_access import PodAccess, PodPaths
+from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
 from paygress.core.pricing import Pricing
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
@@ -235,7 +235,7 @@ async def _assemble(
     )
     resources.push_async_callback(wallet.aclose)
     await wallet.swaps.hold_room_for_open_records()
-    pods, pod_access = await _pods(config, metrics, resources)
+    pods, pod_access = await _pods(config, metrics, resources, store, seed)
     gate = Gate(
         Pricing(config.routes),
         GateSettings(
@@ -340,12 +340,19 @@ async def _assemble(
 
 
 async def _pods(
-    config: Config, metrics: PrometheusMetrics, resources: contextlib.AsyncExitStack
+    config: Config,
+    metrics: PrometheusMetrics,
+    resources: contextlib.AsyncExitStack,
+    store: SqliteStore,
+    seed: Seed,
 ) -> tuple[KubePods | None, PodAccess | None]:
-    """Pods for payment, when a route names a tier."""
+    """Pods for payment, when a route names a tier: the keeper follows the grant store's
+    durable paid ends, and pod keys derive from the seed."""
     if not any(r.tier is not None for r in config.routes):
         return None, None
-    pods = await KubePods.connect(config.kubernetes, on_event=metrics.pod_event)
+    pods = await KubePods.connect(
+        config.kubernetes, on_event=metrics.pod_event, paid_end=DurablePaidEnds(store.grants)
+    )
     resources.push_async_callback(pods.aclose)
     await pods.start()
     metrics.gauge("paygress_pods_active", "Paid pods known to this instance.", pods.count)
@@ -356,6 +363,7 @@ async def _pods(
         config.mints,
         config.tiers,
         time.time,
+        owner_key=seed.purpose_key("pod-owner"),
     )
     return pods, access
 

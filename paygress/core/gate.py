@@ -379,7 +379,7 @@ class Gate:
             for owner in top_up.owners:
                 owner.expires_at = grant.expires_at
                 self.book.touched(self.book.add(owner))
-            await self.pods.extended(top_up.pod, grant.expires_at)
+            await self.pods.patch_expiry_annotation(top_up.pod, grant.expires_at)
         self.metrics.received(grant.unit, grant.paid)
         log.info(
             "redeemed token %s: %d %s for route %s (grant %s)",

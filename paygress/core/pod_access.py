@@ -1,20 +1,30 @@
 """The pod side of the decision: lifetimes bought, top-ups, routing to the payer's pod,
-and the offers/status answers. Pure logic over the Pods and GrantStore ports."""
+and the offers/status answers. Pure logic over the Pods and GrantStore ports.
+
+Only a pod's payer may extend it: the answers for a paid pod carry its key
+(HMAC-SHA256 of the pod's name under a key derived from the wallet seed, so every replica of one
+seed agrees without shared state), and a top-up must present it before any mint call.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from paygress.core.model import Allow, Decision, Deny, Grant, Received
 from paygress.core.ports import (
+    GrantStore,
     PaymentRejected,
     PodRequest,
     Pods,
+    PodsError,
+    PodsRefused,
     PodState,
-    PodsUnavailable,
 )
 from paygress.core.pricing import Mode, RouteRule
 from paygress.core.responses import JSON, deny
@@ -23,8 +33,11 @@ from paygress.core.tiers import Tier, pod_name
 log = logging.getLogger("paygress.pods")
 
 POD_HEADER = "x-paygress-pod"
+KEY_HEADER = "x-paygress-pod-key"
 IMAGE_HEADER = "x-paygress-image"
 ORIGINAL_DST = "x-envoy-original-dst-host"
+# A pod name as Kubernetes allows it (a DNS-1123 label): anything else cannot be one of ours.
+POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,8 @@ class PodAccess:
         tiers: Sequence[Tier],
         clock: Callable[[], float],
         retry_after_seconds: int = 2,
+        *,
+        owner_key: bytes,
     ) -> None:
         self.pods = pods
         self.paths = paths
@@ -61,6 +76,13 @@ class PodAccess:
         self.tiers = tuple(tiers)
         self.clock = clock
         self.retry_after = str(retry_after_seconds)
+        self._owner_mac = hmac.new(owner_key, digestmod=hashlib.sha256)
+
+    def key_of(self, pod: str) -> str:
+        """The pod's key: what proves that a top-up comes from its payer."""
+        mac = self._owner_mac.copy()
+        mac.update(pod.encode())
+        return mac.hexdigest()
 
     # -- answers without payment ---------------------------------------------------------
 
@@ -68,7 +90,8 @@ class PodAccess:
         return path == self.paths.offers or path.startswith(self.paths.status)
 
     async def answer(self, path: str) -> Deny:
-        """The offers list or a pod's status, as JSON (Envoy sends it as the response)."""
+        """The offers list or a pod's status, as JSON (Envoy sends it as the response).
+        Answered from memory only: anyone may ask, so asking must cost nothing."""
         path = path.split("?", 1)[0]
         if path == self.paths.offers:
             body = {
@@ -78,7 +101,12 @@ class PodAccess:
             }
             return _json(200, "offers", body)
         name = path[len(self.paths.status) :].strip("/")
-        state = self.pods.state(name) or await self._refresh(name)
+        if not name:
+            return _json(404, "pod_not_found", {"error": "not_found", "pod": ""})
+        if not POD_NAME.fullmatch(name):
+            body = {"error": "bad_request", "message": "Not a pod name (a DNS-1123 label)."}
+            return _json(400, "bad_pod_name", body)
+        state = self.pods.state(name)  # the watch-fed view: no API call, whoever asks
         if state is None:
             return _json(404, "pod_not_found", {"error": "not_found", "pod": name})
         return _json(200, "pod_status", _status(state))
@@ -86,15 +114,38 @@ class PodAccess:
     # -- new payments -------------------------------------------------------------------------
 
     def precheck(self, rule: RouteRule, headers: Mapping[str, str]) -> Deny | None:
-        """Checks of a tier request that need no network (the image asked for)."""
+        """Checks of a tier request that need no network: the image asked for, and for a
+        top-up (X-Paygress-Pod) the pod's key, so that only the payer extends a pod."""
         assert rule.tier is not None
-        if POD_HEADER not in headers and rule.tier.image(headers.get(IMAGE_HEADER)) is None:
+        pod = headers.get(POD_HEADER)
+        if pod is not None:
+            return self._owner_check(pod, headers.get(KEY_HEADER))
+        if rule.tier.image(headers.get(IMAGE_HEADER)) is None:
             return deny(
                 400,
                 "bad_request",
                 "image_not_allowed",
                 f"Image {headers.get(IMAGE_HEADER)!r} is not offered; choose one of "
                 f"{list(rule.tier.images)}.",
+            )
+        return None
+
+    def _owner_check(self, pod: str, key: str | None) -> Deny | None:
+        if not key:
+            return deny(
+                403,
+                "forbidden",
+                "pod_key_required",
+                f"A top-up of pod {pod[:63]!r} must carry the pod's key in X-Paygress-Pod-Key "
+                "(its payer received it with the pod's answers).",
+            )
+        if not hmac.compare_digest(key.strip().encode(), self.key_of(pod).encode()):
+            return deny(
+                403,
+                "forbidden",
+                "pod_key_invalid",
+                f"X-Paygress-Pod-Key is not the key of pod {pod[:63]!r}; only its payer may "
+                "extend it.",
             )
         return None
 
@@ -147,9 +198,11 @@ class PodAccess:
     # -- using a grant ---------------------------------------------------------------------------
 
     async def use(self, grant: Grant, rule: RouteRule, headers: Mapping[str, str]) -> Decision:
-        """Routes a paid request to its pod, creating the pod first if needed."""
+        """Routes a paid request to its pod, creating the pod first if needed. The payer's
+        answers carry the pod's key (never sent upstream)."""
         tier = rule.tier
         assert tier is not None
+        key = (KEY_HEADER, self.key_of(grant.pod))
         state = self.pods.state(grant.pod)
         if state is None:
             image = tier.image(headers.get(IMAGE_HEADER)) or tier.images[0]
@@ -158,15 +211,23 @@ class PodAccess:
             )
             try:
                 state = await self.pods.ensure(request)
-            except PodsUnavailable as exc:
-                log.warning("pod %s not created: %s", grant.pod, exc)
-                return self._unavailable(grant, "kubernetes_unavailable", str(exc))
-        if not state.reachable:
-            state = await self._refresh(grant.pod) or state
-        if not state.reachable:
+            except PodsError as exc:
+                refused = isinstance(exc, PodsRefused)
+                (log.error if refused else log.warning)("pod %s not created: %s", grant.pod, exc)
+                reason = "kubernetes_refused" if refused else "kubernetes_unavailable"
+                return self._unavailable(grant, reason, str(exc), key=key)
+        if state.terminating:
             return self._unavailable(
-                grant, "pod_starting", f"Pod {grant.pod} is {state.phase}; retry shortly.", state
+                grant,
+                "pod_terminating",
+                f"Pod {grant.pod} is being deleted; while paid time is left it is made again: "
+                "retry shortly.",
+                state,
+                key,
             )
+        if not state.reachable:
+            message = f"Pod {grant.pod} is {state.phase}; retry shortly."
+            return self._unavailable(grant, "pod_starting", message, state, key)
         expires = ("x-paygress-expires", str(int(grant.expires_at)))
         pod = ("x-paygress-pod", grant.pod)
         return Allow(
@@ -179,27 +240,30 @@ class PodAccess:
                 ("x-paygress-unit", grant.unit),
                 ("x-paygress-route", grant.route),
             ),
-            response_headers=(pod, expires),
-            remove_headers=tuple(h for h in ("x-cashu",) if h in headers),
+            response_headers=(pod, expires, key),
+            remove_headers=_secrets(headers),
         )
 
-    async def extended(self, pod: str, expires_at: float) -> None:
-        """Moves the pod's expiry annotation; a failure is logged (the reaper trusts the
-        grant store of this instance too) and retried by the next top-up or reconcile."""
+    async def patch_expiry_annotation(self, pod: str, expires_at: float) -> None:
+        """Sends the PATCH that moves the pod's expiry annotation to a paid end that is durable
+        already (in the grant store). A failure is logged only: the Pods keeper compares the
+        annotation with the durable paid end, PATCHes again until they match, and never
+        reaps a pod before its durable paid end."""
         try:
-            await self.pods.extend(pod, expires_at)
-        except PodsUnavailable as exc:
-            log.error("pod %s: expiry not updated in Kubernetes: %s", pod, exc)
-
-    async def _refresh(self, name: str) -> PodState | None:
-        try:
-            return await self.pods.refresh(name)
-        except PodsUnavailable:
-            return None
+            await self.pods.patch_expiry(pod, expires_at)
+        except PodsError as exc:
+            log.error("pod %s: expiry annotation not updated yet (will retry): %s", pod, exc)
 
     def _unavailable(
-        self, grant: Grant, reason: str, message: str, state: PodState | None = None
+        self,
+        grant: Grant,
+        reason: str,
+        message: str,
+        state: PodState | None = None,
+        key: tuple[str, str] | None = None,
     ) -> Deny:
+        """503 + Retry-After for the payer of a pod that cannot take requests yet (with its
+        key: the payer may top up before the pod runs)."""
         body = {
             "error": "pod_not_ready",
             "reason": reason,
@@ -208,12 +272,35 @@ class PodAccess:
             "phase": state.phase if state else "Unknown",
             "expires_at": int(grant.expires_at),
         }
+        headers = (JSON, ("retry-after", self.retry_after), ("x-paygress-pod", grant.pod))
         return Deny(
             status=503,
             reason=reason,
-            headers=(JSON, ("retry-after", self.retry_after), ("x-paygress-pod", grant.pod)),
+            headers=(*headers, key) if key else headers,
             body=json.dumps(body, separators=(",", ":")).encode(),
         )
+
+
+class DurablePaidEnds:
+    """The paid end of each pod as the grant store holds it: the latest end among the grants
+    that reach the pod. A top-up's grant is stored with the proofs it paid with, before its
+    PATCH, so this is where a pod's paid end is durable; the expiry annotation follows it."""
+
+    def __init__(self, store: GrantStore) -> None:
+        self.store = store
+
+    async def __call__(self, pod: str) -> float:
+        return max((g.expires_at for g in await self.store.grants_of_pod(pod)), default=0.0)
+
+
+def _secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What must not reach the pod: the token (X-Cashu or Authorization) and the pod's key."""
+    remove = tuple(h for h in ("x-cashu", KEY_HEADER) if h in headers)
+    scheme, _, rest = headers.get("authorization", "").strip().partition(" ")
+    scheme, rest = scheme.lower(), rest.strip()
+    if (scheme == "cashu" and rest) or (scheme == "bearer" and rest.startswith("cashu")):
+        remove += ("authorization",)
+    return remove
 
 
 def _status(state: PodState) -> dict[str, object]:
@@ -221,6 +308,7 @@ def _status(state: PodState) -> dict[str, object]:
         "pod": state.name,
         "phase": state.phase,
         "ready": state.reachable and state.ready,
+        "terminating": state.terminating,
         "expires_at": int(state.expires_at),
     }
 

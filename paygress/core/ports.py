@@ -113,11 +113,13 @@ class PodState:
     phase: str  # Pending, Running, Succeeded, Failed, Unknown
     ip: str | None = None
     ready: bool = False
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # the paid end as the cluster's annotation says
+    terminating: bool = False  # deleted (deletionTimestamp set), still shutting down
 
     @property
     def reachable(self) -> bool:
-        return self.phase == "Running" and bool(self.ip)
+        """Whether requests may be routed to it: Running with an IP, and not being deleted."""
+        return self.phase == "Running" and bool(self.ip) and not self.terminating
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,27 +135,51 @@ class PodRequest:
     expires_at: float
 
 
-class PodsUnavailable(Exception):
-    """The Kubernetes API could not be used (after retries): 503 with Retry-After."""
+class PodsError(Exception):
+    """A pod operation failed. `status` is the API server's HTTP status, None when it never
+    answered. Catch this base to never crash on Kubernetes: answer 503 + Retry-After."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PodsUnavailable(PodsError):
+    """The API server could not be reached, timed out or answered 429/5xx, after retries.
+    Expected now and then: answer 503 + Retry-After; the caller's next attempt may work."""
+
+
+class PodNotFound(PodsError):
+    """404: the pod does not exist (any more): another replica or an admin deleted it.
+    Expected: forget the pod; a delete that finds nothing has nothing left to do."""
+
+
+class PodExists(PodsError):
+    """409 on create: the pod exists already (another replica, or an earlier attempt whose
+    answer was lost). Expected: read it instead."""
+
+
+class PodsRefused(PodsError):
+    """The API server refused the request (400/401/403/422: RBAC, Pod Security, an invalid
+    manifest). Not the client's fault and not transient: an operator error or a bug, to be
+    logged loudly; the client still gets 503 + Retry-After and keeps its grant."""
 
 
 class Pods(Protocol):
-    """Pods for payment, in a workload namespace."""
+    """Pods for payment, in a workload namespace. The view is fed by a watch: reading it
+    costs no API call."""
 
     def state(self, name: str) -> PodState | None:
         """The last known state (memory only; the hot path)."""
         ...
 
     async def ensure(self, request: PodRequest) -> PodState:
-        """Creates the pod if it does not exist (idempotent); raises PodsUnavailable."""
+        """Creates the pod if it does not exist (idempotent); raises PodsError."""
         ...
 
-    async def refresh(self, name: str) -> PodState | None:
-        """Asks the API for the pod's current state (rate-limited by the implementation)."""
-        ...
-
-    async def extend(self, name: str, expires_at: float) -> None:
-        """Moves the pod's paid end (its expiry annotation); raises PodsUnavailable."""
+    async def patch_expiry(self, name: str, expires_at: float) -> None:
+        """PATCHes the pod's expiry annotation to the paid end; raises PodsError. The keeper
+        loop re-checks a pod whose PATCH failed until the annotation matches."""
         ...
 
 
