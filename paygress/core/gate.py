@@ -23,6 +23,7 @@ from paygress.core.ports import (
     NullMetrics,
     PaymentRejected,
     RedeemError,
+    SettledMeanwhile,
     TryAgainLater,
     Wallet,
 )
@@ -373,7 +374,17 @@ class Gate:
                     retry_after=max(1, math.ceil(wait)),
                 )
 
-        grant = await self.wallet.redeem(verified, fp, grant_for, admit)
+        try:
+            grant = await self.wallet.redeem(verified, fp, grant_for, admit)
+        except (SettledMeanwhile, PaymentRejected) as exc:
+            # Another path (the wallet's background task, another replica) may have redeemed
+            # this very token meanwhile, so that the mint now says "spent": the store knows.
+            if isinstance(exc, PaymentRejected) and exc.reason != "already_spent":
+                raise
+            stored = await self.store.get_grant(fp)
+            if stored is None:
+                raise
+            return stored
         if top_up is not None:
             assert self.pods is not None
             for owner in top_up.owners:

@@ -55,6 +55,11 @@ class TryAgainLater(RedeemError):
         self.retry_after = retry_after
 
 
+class SettledMeanwhile(TryAgainLater):
+    """Another path (the wallet's background task, another request) finished this token's
+    swap while the redemption waited for it: the grant store says whether it was paid."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verified:
     """A token checked against its mint's keys (no swap yet): `inputs` are its proofs with

@@ -21,11 +21,11 @@ from paygress.cashu.outputs import input_fee, select_proofs, split_amount
 from paygress.cashu.token import encode_token_v4
 from paygress.core.ledger import Balance, Ledger, NewSwap, SwapKind
 from paygress.core.model import Grant, Received
-from paygress.core.ports import PaymentRejected, TryAgainLater, Verified
+from paygress.core.ports import PaymentRejected, SettledMeanwhile, TryAgainLater, Verified
 from paygress.core.pricing import normalize_mint_url
 from paygress.wallet.keysets import MintKeysets, UnknownKeyset
 from paygress.wallet.restore import scan
-from paygress.wallet.swaps import CountersBehind, SwapNotSettled, SwapRefused, Swaps
+from paygress.wallet.swaps import CountersBehind, SwapGone, SwapNotSettled, SwapRefused, Swaps
 from paygress.wallet.verify import check_proofs
 
 log = logging.getLogger("paygress.wallet")
@@ -169,6 +169,11 @@ class OperatorWallet:
             raise PaymentRejected(
                 "mint_rejected", f"The mint refused the token: {exc.detail[:200]}"
             ) from None
+        except SwapGone:
+            raise SettledMeanwhile(
+                "payment_pending",
+                "The mint has not settled this payment yet; send the same token again shortly.",
+            ) from None
         except SwapNotSettled as exc:
             log.warning("token %s not settled yet: %s", fingerprint[:16], exc)
             if exc.reason == "mint_unavailable":
@@ -232,6 +237,8 @@ class OperatorWallet:
             except SwapRefused as exc:
                 log.info("swap %s abandoned: %s", record.id[:16], exc)
                 done += 1
+            except SwapGone:
+                continue  # a request finished it meanwhile
             except (SwapNotSettled, MintError) as exc:
                 log.warning("swap %s not settled yet: %s", record.id[:16], exc)
         return done

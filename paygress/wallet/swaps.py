@@ -51,6 +51,11 @@ class SwapNotSettled(Exception):
         self.reason = reason
 
 
+class SwapGone(Exception):
+    """The record was settled or abandoned by another path (the background task, another
+    request) while this one waited for it: the grant store knows which."""
+
+
 class CountersBehind(Exception):
     """The mint has signed these outputs before: our counters are behind (a lost or restored
     ledger). The record is gone (its counters are signed, so not released): restore from
@@ -135,11 +140,12 @@ class Swaps:
             return await self._send(record, fresh=True)
 
     async def resolve(self, record: SwapRecord) -> list[Proof]:
-        """Settles an open record (finding out first if a send's outcome was lost)."""
+        """Settles an open record (finding out first if a send's outcome was lost); raises
+        SwapGone if another path finished it first."""
         async with self.locked(record.id):
             current = await self.ledger.swap_record(record.id)
             if current is None:
-                raise SwapRefused("the swap was settled or abandoned meanwhile")
+                raise SwapGone(record.id)
             if current.unknown or not current.inputs:
                 proofs = await self._find_out(current)
                 if proofs is not None:

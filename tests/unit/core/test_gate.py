@@ -7,7 +7,7 @@ import pytest
 
 from paygress.cashu.nut18 import decode_payment_request
 from paygress.core.gate import Gate, GateSettings
-from paygress.core.model import Allow, Deny, HttpRequest
+from paygress.core.model import Allow, Deny, Grant, HttpRequest
 from paygress.core.ports import PaymentRejected, TryAgainLater
 from paygress.core.pricing import Mode, Pricing, RouteRule
 
@@ -414,3 +414,28 @@ async def test_a_slow_redemption_answers_payment_pending_and_settles_later() -> 
     await gate.drain(within=5)
     assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
     assert wallet.calls == 1
+
+
+async def test_a_token_redeemed_meanwhile_by_another_path_is_served_not_refused() -> None:
+    """The background task (or another replica) settles the token's swap while this request
+    redeems it: the mint then says spent, but the store has the grant."""
+    gate, wallet, store, clock = make_gate()
+    token = make_token((8,))
+    other, *_ = make_gate()
+    await other.check(req(**{"x-cashu": token}))  # the other path pays...
+    [grant] = other.store.grants.values()  # type: ignore[attr-defined]
+    wallet.store = None
+    store.grants[grant.id] = grant  # ...into the shared store, after our lookup
+    wallet.error = PaymentRejected("already_spent", "spent")
+    real_get = store.get_grant
+    calls = 0
+
+    async def racing_get(grant_id: str) -> Grant | None:
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else await real_get(grant_id)
+
+    store.get_grant = racing_get  # type: ignore[method-assign]
+    decision = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(decision, Allow), decision
+    assert gate.refusals.get(grant.id) is None
