@@ -75,9 +75,10 @@ class Stack:
     def swaps(self) -> int:
         return self.proxy.requests["/v1/swap"]
 
-    async def cli(self, *args: str) -> str:
-        """Runs `paygress wallet …` against this Paygress. Async on purpose: the counting proxy
-        lives on this event loop, so a blocking subprocess call would stall the mint's traffic."""
+    async def cli_result(self, *args: str) -> tuple[int, str, str]:
+        """Runs `paygress wallet …` against this Paygress: (exit code, stdout, stderr). Async
+        on purpose: the counting proxy lives on this event loop, so a blocking subprocess call
+        would stall the mint's traffic."""
         proc = await asyncio.create_subprocess_exec(
             str(VENV / "bin" / "paygress"),
             "wallet",
@@ -88,8 +89,13 @@ class Stack:
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-        assert proc.returncode == 0, err.decode()
-        return out.decode()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    async def cli(self, *args: str) -> str:
+        code, out, err = await self.cli_result(*args)
+        assert code == 0, err
+        return out
 
     async def balance(self) -> str:
         return await self.cli("balance")
@@ -102,9 +108,13 @@ async def gate_stack(
     upstream: EchoUpstream,
     wallet: CashuWallet,
     mnemonic: str,
+    *,
+    proxy_source: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    proxy = await CountingProxy.to_url(mint.url).start()
+    """Paygress (config `overrides` on top of `gate_config`) behind real Envoy, reaching the
+    mint through a counting proxy (whose own connections come from `proxy_source`)."""
+    proxy = await CountingProxy.to_url(mint.url, source=proxy_source).start()
     config = gate_config(proxy.url, workdir / "state") | overrides
     paygress = await PaygressProcess(config, mnemonic, workdir / "paygress").start()
     envoy = await EnvoyProxy(

@@ -10,6 +10,18 @@ HTTP/1.1 (request line, headers, ``Content-Length`` / chunked bodies, keep-alive
 to count requests per path; a request is counted *before* its bytes are forwarded, so once a
 client has its response the count is already there. A stream that does not parse as HTTP/1.1
 (HTTP/2, TLS, an upgrade) is still relayed but no longer counted.
+
+``source`` binds the proxy's own connections to the target to a local address (e.g.
+``127.0.0.2``: a mint's rate limiter that exempts 127.0.0.1 then sees a client it limits).
+
+Faults, for the next request to a path (answers on a connection follow its requests):
+
+    proxy.hold_request("/v1/swap")    # not forwarded until release(): never reaches the mint
+    proxy.hold_response("/v1/swap")   # forwarded; the answer is kept back until release()
+    proxy.trickle("/v1/swap", 0.5)    # the answer comes one byte per 0.5 s
+    await proxy.wait_held()           # until a held request or answer is there
+    proxy.release()                   # lets everything held through
+    proxy.drop_held()                 # closes the held connections instead (answer lost)
 """
 
 from __future__ import annotations
@@ -123,11 +135,22 @@ class CountingProxy(Lifecycle):
     """
 
     def __init__(
-        self, target_host: str, target_port: int, *, port: int | None = None, host: str = LOOPBACK
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        source: str | None = None,
     ) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.host = host
+        self.source = source
+        self._faults: dict[str, tuple[str, float]] = {}
+        self._held = 0
+        self._release = asyncio.Event()
+        self._drop = asyncio.Event()
         self.port = port if port is not None else free_port(host)
         self.connections = 0
         self.active = 0
@@ -139,12 +162,60 @@ class CountingProxy(Lifecycle):
         self._changed = asyncio.Event()
 
     @classmethod
-    def to_url(cls, url: str, *, port: int | None = None) -> CountingProxy:
+    def to_url(
+        cls, url: str, *, port: int | None = None, source: str | None = None
+    ) -> CountingProxy:
         """A proxy in front of the host:port of an ``http://`` URL."""
         parts = urlsplit(url)
         if parts.hostname is None or parts.port is None:
             raise ValueError(f"URL needs an explicit host and port: {url}")
-        return cls(parts.hostname, parts.port, port=port)
+        return cls(parts.hostname, parts.port, port=port, source=source)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def hold_request(self, path: str) -> None:
+        self._faults[path] = ("hold_request", 0.0)
+
+    def hold_response(self, path: str) -> None:
+        self._faults[path] = ("hold_response", 0.0)
+
+    def trickle(self, path: str, interval: float) -> None:
+        self._faults[path] = ("trickle", interval)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while self._held < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._held} held, wanted {count}")
+            await asyncio.sleep(0.01)
+
+    def release(self) -> None:
+        self._faults.clear()
+        self._release.set()
+
+    def drop_held(self) -> None:
+        self._faults.clear()
+        self._drop.set()
+
+    async def _stall(self) -> bool:
+        """Waits for release() (True) or drop_held() (False)."""
+        self._held += 1
+        try:
+            release = asyncio.ensure_future(self._release.wait())
+            drop = asyncio.ensure_future(self._drop.wait())
+            done, pending = await asyncio.wait({release, drop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            return release in done
+        finally:
+            self._held -= 1
+            if self._held == 0:
+                self._release.clear()
+                self._drop.clear()
 
     @property
     def url(self) -> str:
@@ -186,19 +257,26 @@ class CountingProxy(Lifecycle):
         try:
             try:
                 upstream_reader, upstream_writer = await asyncio.open_connection(
-                    self.target_host, self.target_port
+                    self.target_host,
+                    self.target_port,
+                    local_addr=(self.source, 0) if self.source else None,
                 )
             except OSError:
                 self.upstream_failures += 1
                 return
             self._writers.add(upstream_writer)
             sniffer = _RequestSniffer()
+            answer: list[tuple[str, float]] = [("", 0.0)]  # the fault of the current answer
 
             async def client_to_server() -> None:
                 assert upstream_writer is not None
                 while data := await reader.read(65536):
                     for method, target in sniffer.feed(data):
                         self._record(method, target)
+                        fault = self._faults.pop(target.split("?", 1)[0], ("", 0.0))
+                        answer[0] = fault
+                        if fault[0] == "hold_request" and not await self._stall():
+                            raise ConnectionResetError("dropped while held")
                     upstream_writer.write(data)
                     await upstream_writer.drain()
                 if upstream_writer.can_write_eof():
@@ -206,6 +284,17 @@ class CountingProxy(Lifecycle):
 
             async def server_to_client() -> None:
                 while data := await upstream_reader.read(65536):
+                    kind, interval = answer[0]
+                    if kind == "hold_response":
+                        if not await self._stall():
+                            raise ConnectionResetError("answer dropped")
+                        answer[0] = ("", 0.0)
+                    if kind == "trickle":
+                        for i in range(len(data)):
+                            writer.write(data[i : i + 1])
+                            await writer.drain()
+                            await asyncio.sleep(interval)
+                        continue
                     writer.write(data)
                     await writer.drain()
                 if writer.can_write_eof():
