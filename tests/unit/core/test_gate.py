@@ -419,7 +419,7 @@ async def test_a_slow_redemption_answers_payment_pending_and_settles_later() -> 
 async def test_a_token_redeemed_meanwhile_by_another_path_is_served_not_refused() -> None:
     """The background task (or another replica) settles the token's swap while this request
     redeems it: the mint then says spent, but the store has the grant."""
-    gate, wallet, store, clock = make_gate()
+    gate, wallet, store, _ = make_gate()
     token = make_token((8,))
     other, *_ = make_gate()
     await other.check(req(**{"x-cashu": token}))  # the other path pays...
