@@ -269,6 +269,17 @@ async def _assemble(
     metrics.gauge(
         "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
     )
+    metrics.gauge(
+        "paygress_refusals_remembered",
+        "Tokens and proofs refused for good, remembered so that replays cost no mint call.",
+        gate.refusals.__len__,
+    )
+    if gate.budget is not None:
+        metrics.gauge(
+            "paygress_swap_budget_clients",
+            "Client addresses with a bucket in the swap budget of unproven tokens.",
+            gate.budget.__len__,
+        )
 
     tasks = BackgroundTasks()
     resources.push_async_callback(tasks.cancel_all)

@@ -184,7 +184,10 @@ class MintClient:
             raise MintUnavailable(f"{self.url}{path}: timeout") from exc
         except httpx.HTTPError as exc:
             raise MintUnavailable(f"{self.url}{path}: {type(exc).__name__}") from exc
-        if status >= 500 or status == 429:
+        if status == 429:
+            # A rate limiter answers before the request is handled: nothing was done.
+            raise MintUnavailable(f"{self.url}{path}: HTTP 429 (rate limited)", sent=False)
+        if status >= 500:
             raise MintUnavailable(f"{self.url}{path}: HTTP {status}")
         try:
             data = json.loads(body)

@@ -163,7 +163,11 @@ class Gate:
         if isinstance(exc, PaymentRejected):
             if exc.remember:
                 refusal = (exc.status, exc.reason, exc.message)
-                for name in (key, fp, *exc.spent_ys):
+                # What our own checks refused is this token's text (another encoding of the
+                # same proofs may carry, say, valid DLEQ proofs); what the mint refused is the
+                # proofs, whatever carries them.
+                names = (key, fp, *exc.spent_ys) if exc.by_mint else (key,)
+                for name in names:
                     self.refusals.add(name, refusal)
         elif not isinstance(exc, RedeemError):
             log.error("redemption failed unexpectedly", exc_info=exc)

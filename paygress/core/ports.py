@@ -25,8 +25,9 @@ class RedeemError(Exception):
 
 class PaymentRejected(RedeemError):
     """Refused for good (bad or spent proofs, fees above the value, an unknown keyset): 4xx.
-    The same token gets the same answer again, so the gate remembers it (`remember`);
-    `spent_ys` names proofs the mint reported spent, refused from memory in any token."""
+    The same token gets the same answer again, so the gate remembers it (`remember`). When
+    the mint itself refused the proofs (`by_mint`), any encoding of the same proofs is refused
+    too; `spent_ys` names proofs the mint reported spent, refused from memory in any token."""
 
     def __init__(
         self,
@@ -35,11 +36,13 @@ class PaymentRejected(RedeemError):
         *,
         status: int = 400,
         remember: bool = True,
+        by_mint: bool = False,
         spent_ys: Sequence[str] = (),
     ) -> None:
         super().__init__(reason, message)
         self.status = status
         self.remember = remember
+        self.by_mint = by_mint
         self.spent_ys = tuple(spent_ys)
 
 

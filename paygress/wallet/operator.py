@@ -164,10 +164,11 @@ class OperatorWallet:
                 raise PaymentRejected(
                     "already_spent",
                     "The mint says this token is already spent.",
+                    by_mint=True,
                     spent_ys=exc.spent_ys,
                 ) from None
             raise PaymentRejected(
-                "mint_rejected", f"The mint refused the token: {exc.detail[:200]}"
+                "mint_rejected", f"The mint refused the token: {exc.detail[:200]}", by_mint=True
             ) from None
         except SwapGone:
             raise SettledMeanwhile(

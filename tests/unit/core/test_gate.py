@@ -328,7 +328,9 @@ async def test_time_grant_answer_is_built_once_and_follows_top_ups() -> None:
 
 async def test_a_token_refused_for_good_is_refused_from_memory_on_replay() -> None:
     gate, wallet, *_ = make_gate()
-    wallet.error = PaymentRejected("mint_rejected", "The mint refused the token: bad proofs")
+    wallet.error = PaymentRejected(
+        "mint_rejected", "The mint refused the token: bad proofs", by_mint=True
+    )
     token = make_token((8,))
     first = await gate.check(req(**{"x-cashu": token}))
     assert isinstance(first, Deny) and body(first)["reason"] == "mint_rejected"
@@ -351,7 +353,7 @@ async def test_proofs_the_mint_reported_spent_are_refused_from_memory_in_any_tok
 
     gate, wallet, *_ = make_gate()
     spent = parse_token(make_token((8,))).proofs[0]
-    wallet.error = PaymentRejected("already_spent", "spent", spent_ys=(spent.y(),))
+    wallet.error = PaymentRejected("already_spent", "spent", by_mint=True, spent_ys=(spent.y(),))
     first = encode_token_v4(Token(MINT, "sat", (spent,), None, 4))
     assert isinstance(await gate.check(req(**{"x-cashu": first})), Deny)
     fresh = parse_token(make_token((4,))).proofs[0]
@@ -359,6 +361,20 @@ async def test_proofs_the_mint_reported_spent_are_refused_from_memory_in_any_tok
     decision = await gate.check(req(**{"x-cashu": mixed}))
     assert isinstance(decision, Deny) and body(decision)["reason"] == "already_spent"
     assert wallet.verifies == 1, "the second token never reached the wallet"
+
+
+async def test_what_our_own_checks_refuse_is_the_token_not_its_proofs() -> None:
+    from paygress.cashu.token import encode_token_v3, parse_token
+
+    gate, wallet, *_ = make_gate()
+    wallet.verify_error = PaymentRejected("invalid_dleq", "forged")
+    token = make_token((8,))
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
+    assert wallet.verifies == 1, "the same text is refused from memory"
+    wallet.verify_error = None
+    other = encode_token_v3(parse_token(token))  # the same proofs, written otherwise
+    assert isinstance(await gate.check(req(**{"x-cashu": other})), Allow)
 
 
 async def test_refusals_that_may_change_are_not_remembered() -> None:
