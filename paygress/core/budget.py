@@ -69,6 +69,13 @@ class SwapBudget:
         self._mints: dict[str, TokenBucket] = {}
         self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def wait(self, mint: str, client: str) -> float:
+        """What `admit` would answer now, without counting anything: lets a client over its
+        budget be turned away before any work is spent on its token."""
+        now = self.clock()
+        buckets = (self._mints.get(mint), self._clients.get(client_key(client)))
+        return max((b.wait(now) for b in buckets if b is not None), default=0.0)
+
     def admit(self, mint: str, client: str) -> float:
         """0.0 when the swap may go ahead (and is counted); else the seconds to wait."""
         now = self.clock()

@@ -294,6 +294,12 @@ class Gate:
             problem = self.pods.precheck(rule, request.headers)
         if problem is not None:
             return problem
+        if self.budget is not None and not _carries_dleq(token):
+            # A client over its budget of unproven swaps is turned away before any more work
+            # is spent on its token (fingerprint, verification, a task).
+            wait = self.budget.wait(normalize_mint_url(token.mint), request.client)
+            if wait:
+                return self._try_later(_over_budget(wait))
         fp = fingerprint(token)
         grant = self.book.by_id(fp)
         if grant is not None:
@@ -370,13 +376,7 @@ class Gate:
                 return
             wait = self.budget.admit(mint, client)
             if wait:
-                raise TryAgainLater(
-                    "swap_budget",
-                    "Too many payments that the mint has to check; try again shortly, or pay "
-                    "with a token that carries DLEQ proofs (NUT-12).",
-                    status=429,
-                    retry_after=max(1, math.ceil(wait)),
-                )
+                raise _over_budget(wait)
 
         try:
             grant = await self.wallet.redeem(verified, fp, grant_for, admit)
@@ -522,6 +522,21 @@ def _paid(grant: Grant, left: tuple[str, str], remove: tuple[str, ...]) -> Allow
         upstream_headers=upstream,
         response_headers=(left, grant_id),
         remove_headers=remove,
+    )
+
+
+def _carries_dleq(token: Token) -> bool:
+    """Every proof carries a DLEQ proof (valid or not: the wallet checks)."""
+    return all(p.dleq is not None and p.dleq.r is not None for p in token.proofs)
+
+
+def _over_budget(wait: float) -> TryAgainLater:
+    return TryAgainLater(
+        "swap_budget",
+        "Too many payments that the mint has to check; try again shortly, or pay with a "
+        "token that carries DLEQ proofs (NUT-12).",
+        status=429,
+        retry_after=max(1, math.ceil(wait)),
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from coincurve import PrivateKey
 
-from paygress.cashu.models import Proof, Token
+from paygress.cashu.models import DLEQ, Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
 from paygress.core.model import Grant, Received
 from paygress.core.ports import RedeemError, Verified
@@ -24,13 +24,19 @@ def make_token(
     mint: str = MINT,
     unit: str = "sat",
     version: int = 4,
+    dleq: bool = False,
 ) -> str:
+    """A well-formed token (its proofs made up); with `dleq`, each proof carries a DLEQ proof
+    (made up too: the fake wallet decides whether it is "valid")."""
     proofs = tuple(
         Proof(
             keyset_id=KEYSET,
             amount=a,
             secret=secrets.token_hex(32),
             C=PrivateKey().public_key.format().hex(),
+            dleq=DLEQ(secrets.token_hex(32), secrets.token_hex(32), secrets.token_hex(32))
+            if dleq
+            else None,
         )
         for a in amounts
     )

@@ -397,8 +397,9 @@ async def test_unproven_swaps_are_bounded_per_client_and_proven_ones_are_not() -
         Pricing((API,)), GateSettings("sat", (MINT,)), wallet, store, clock=clock, budget=budget
     )
 
-    def from_(client: str) -> HttpRequest:
-        return HttpRequest("GET", "h", "/api/x", {"x-cashu": make_token((8,))}, client=client)
+    def from_(client: str, *, dleq: bool = False) -> HttpRequest:
+        token = make_token((8,), dleq=dleq)
+        return HttpRequest("GET", "h", "/api/x", {"x-cashu": token}, client=client)
 
     statuses = [(await gate.check(from_("198.51.100.9"))) for _ in range(4)]
     assert [isinstance(d, Allow) for d in statuses] == [True, True, False, False]
@@ -410,7 +411,12 @@ async def test_unproven_swaps_are_bounded_per_client_and_proven_ones_are_not() -
     assert isinstance(await gate.check(from_("198.51.100.10")), Allow), "another client"
     wallet.proven = True  # tokens with valid DLEQ proofs cost no budget
     for _ in range(3):
-        assert isinstance(await gate.check(from_("198.51.100.9")), Allow)
+        assert isinstance(await gate.check(from_("198.51.100.9", dleq=True)), Allow)
+    wallet.proven = False  # ...and made-up ones are refused by the wallet, not the budget
+    wallet.verify_error = PaymentRejected("invalid_dleq", "forged")
+    refused = await gate.check(from_("198.51.100.9", dleq=True))
+    assert isinstance(refused, Deny) and body(refused)["reason"] == "invalid_dleq"
+    wallet.verify_error = None
     clock.now += 30  # one more per 30 s at 2 per minute
     wallet.proven = False
     assert isinstance(await gate.check(from_("198.51.100.9")), Allow)
