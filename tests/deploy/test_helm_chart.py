@@ -524,9 +524,9 @@ def test_rendered_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["defaults"]
     kinds = sorted(d["kind"] for d in docs)
     # The test hooks (helm test): a ConfigMap with the script and the Pod that runs it.
+    hooks = ["ConfigMap", "Pod"]
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service", "ServiceAccount"]
-        + ["ConfigMap", "Pod"]
+        ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service", "ServiceAccount", *hooks]
     )
     claim = one(docs, "PersistentVolumeClaim")
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
