@@ -42,7 +42,10 @@ ROUTE = {"name": "r", "price": 1, "match": {"path_prefix": "/a/"}}
 TIER = {"id": "small", "cpu": "1", "memory": "1Gi", "images": ["x"], "rate_msat_per_second": 1}
 NUMBERS = (
     "mint_timeout_seconds", "retry_after_seconds", "drain_seconds", "flush_interval_seconds",
-    "shutdown_timeout_seconds",
+    "shutdown_timeout_seconds", "payments.timeout_seconds", "payments.refusals_max",
+    "payments.refusals_seconds", "payments.keyset_refresh_seconds", "payments.swap_retry_seconds",
+    "payments.unproven_swaps.per_mint_per_minute", "payments.unproven_swaps.per_mint_burst",
+    "payments.unproven_swaps.per_client_per_minute", "payments.unproven_swaps.per_client_burst",
     "limits.max_token_bytes", "limits.max_proofs", "routes[].price", "routes[].grants",
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
 )  # fmt: skip
@@ -55,6 +58,8 @@ def schema_stricter(path: str, value: Any) -> str | None:
         return "Paygress also reads numbers from strings (env overrides); values are typed"
     if path in NUMBERS and value is True:
         return "Paygress reads a YAML boolean as the number 1 (float(True)); a typo in values"
+    if path == "payments.require_dleq" and isinstance(value, str):
+        return "Paygress also reads booleans from strings (env overrides); values are typed"
     if path in LISTS and isinstance(value, str):
         return "Paygress reads one string as a one-item list; the chart asks for the list"
     if path == "routes[].match.methods" and value not in ([], ["x"]):
@@ -103,6 +108,12 @@ LEVELS = [
     ),
     ("tiers[]", {"tiers": [{**TIER, BOGUS: 1}]}, schema_keys(SCHEMA["definitions"]["tier"])),
     ("kubernetes", {"kubernetes": {BOGUS: 1}}, set(KUBERNETES_VALUES.values())),
+    ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
+    (
+        "payments.unproven_swaps",
+        {"payments": {"unproven_swaps": {BOGUS: 1}}},
+        schema_keys(CONFIG_SCHEMA["properties"]["payments"]["properties"]["unproven_swaps"]),
+    ),
 ]
 
 
@@ -141,6 +152,8 @@ def probes(node: dict[str, Any]) -> list[Any]:
         if "maximum" in node:
             found += [node["maximum"], node["maximum"] + 1]
         return found
+    if kind == "boolean":
+        return [True, False, "true", "yes", 1, None]
     if kind == "number":
         low = node.get("minimum", 0)
         return [low - 1, low, 0.5, 2, "1", True, None]
@@ -157,11 +170,17 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits"}:
+        if key in {"routes", "tiers", "limits", "payments"}:
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
         yield "limits.", {"limits": {}}, key, node
+    payments = top["payments"]["properties"]
+    for key, node in payments.items():
+        if key != "unproven_swaps":
+            yield "payments.", {"payments": {}}, key, node
+    for key, node in payments["unproven_swaps"]["properties"].items():
+        yield "payments.unproven_swaps.", {"payments": {"unproven_swaps": {}}}, key, node
     route = SCHEMA["definitions"]["route"]["properties"]
     for key, node in route.items():
         if key not in {"match", "tier"}:
@@ -178,6 +197,10 @@ def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[s
     target: dict[str, Any] = raw
     if where == "limits.":
         target = raw["limits"]
+    elif where == "payments.":
+        target = raw["payments"]
+    elif where == "payments.unproven_swaps.":
+        target = raw["payments"]["unproven_swaps"]
     elif where == "routes[].":
         target = raw["routes"][0]
     elif where == "routes[].match.":
