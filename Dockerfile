@@ -30,15 +30,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore allow-lists the same paths).
-COPY pyproject.toml setup.py README.md ./
+# Only what the wheel is built from (.dockerignore allow-lists the same paths), and the lock.
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY protos/ protos/
 COPY paygress/ paygress/
 
-# `pip wheel .` builds the project in an isolated build environment (setuptools, wheel and
-# grpcio-tools from [build-system] requires) and also fetches wheels of the runtime
-# dependencies; the venv is created without pip and filled from that wheelhouse only. The
-# last line fails the build if the wheel lacks a module or the generated stubs.
+# constraints.txt pins every package at the version CI tested (scripts/deps lock; .venv is
+# installed from the same file). As PIP_CONSTRAINT it also pins the isolated build
+# environment (setuptools, wheel, and grpcio-tools, whose protoc version decides which
+# protobuf and grpcio the generated stubs need at run time).
+ENV PIP_CONSTRAINT=/src/constraints.txt
+
+# `pip wheel .` builds the project in an isolated build environment ([build-system] requires)
+# and also fetches wheels of the runtime dependencies, pinned; the venv is created without pip
+# and filled from that wheelhouse only. The last line fails the build if the wheel lacks a
+# module or the generated stubs.
 RUN pip wheel --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/paygress \
  && pip --python /opt/paygress/bin/python install --no-index --find-links /wheels /wheels/paygress-*.whl \

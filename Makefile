@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both bootstrap what they need.
-.PHONY: demo test lint typecheck unit integration bench protos bootstrap clean
+.PHONY: demo test lint typecheck unit integration lowest lock bench protos bootstrap clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -20,8 +20,17 @@ unit: bootstrap
 integration: bootstrap
 	.venv/bin/pytest -q tests/integration
 
+# The unit tests again, against the lowest dependency versions pyproject.toml allows (~30 s).
+lowest: bootstrap
+	scripts/deps lowest
+
+# Rewrites constraints.txt (the versions .venv, CI and the image install) from pyproject.toml.
+lock: bootstrap
+	scripts/deps lock
+
 test: lint typecheck
 	.venv/bin/pytest -q -p no:cacheprovider tests
+	scripts/deps lowest
 
 bench: bootstrap
 	.venv/bin/python -m bench.ext_authz
@@ -29,4 +38,4 @@ bench: bootstrap
 protos: bootstrap
 
 clean:
-	rm -rf .venv .venv-mint paygress/v1 .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-mint .venv-lowest paygress/v1 .pytest_cache .mypy_cache .ruff_cache

@@ -11,13 +11,29 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3)
+import paygress
+
+# A cached check takes 5-50 µs in the server: the first buckets resolve that range.
+CHECK_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3,
+)  # fmt: skip
 MINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -25,8 +41,18 @@ class PrometheusMetrics:
     """Implements the core's Metrics port, plus the wallet's and the server's own series."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # prometheus_client adds a `<name>_created` timestamp series beside every counter and
+        # histogram; it reads like a count and doubles the series. Process-wide switch.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # What any Prometheus client exports: process_* (CPU, memory, fds, start time),
+        # python_info and python_gc_*.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        Info("paygress_build", "The running Paygress release.", registry=r).info(
+            {"version": paygress.__version__}
+        )
         self.checks = CheckCounters()
         r.register(self.checks)
         self.payments = Counter(
@@ -45,7 +71,7 @@ class PrometheusMetrics:
             ["mint", "endpoint"], buckets=MINT_BUCKETS, registry=r,
         )  # fmt: skip
         self.pod_events = Counter(
-            "paygress_pods", "Pods created and reaped.", ["event"], registry=r
+            "paygress_pod_events", "Pods created and reaped.", ["event"], registry=r
         )
         self.kube_errors = Counter(
             "paygress_kubernetes_api_errors", "Failed Kubernetes API calls (before retries).",

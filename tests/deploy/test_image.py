@@ -11,7 +11,9 @@ Then its install steps are performed for real, outside Docker:
    requirements, so no index is needed);
 3. a fresh virtualenv without pip gets the wheel and only its runtime dependencies
    (``pip --python VENV install --no-index --find-links WHEELHOUSE``), from a wheelhouse kept
-   across runs (filled from the package index once; the tests skip when neither is available);
+   across runs (filled from the package index once; the tests skip when neither is available),
+   every step pinned by constraints.txt as the Dockerfile's PIP_CONSTRAINT pins it, so the
+   virtualenv holds exactly the locked versions;
 4. the installed ``paygress`` runs: --version, mnemonic, check-config on the image's built-in
    config and on the sidecar example's, and every module imports, the generated stubs included.
 """
@@ -33,9 +35,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from tests.deploy.dockerfile import Dockerfile, DockerIgnore, parse
 from tests.deploy.paths import CHART, DOCKERFILE, DOCKERIGNORE, REPO
+from tests.deploy.pins import lock, requirements
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 DEV_ONLY = {
@@ -120,7 +124,14 @@ def test_no_editable_dev_or_build_tools_in_the_final_stage(dockerfile: Dockerfil
 
 
 def test_builder_installs_the_wheel_only_into_a_pipless_venv(dockerfile: Dockerfile) -> None:
-    run = " ".join(i.value for i in dockerfile.stage("builder").all("RUN"))
+    builder = dockerfile.stage("builder")
+    run = " ".join(i.value for i in builder.all("RUN"))
+    # Every pip step (the isolated build environment included) is pinned by the lock.
+    (pinned,) = [e for e in builder.all("ENV") if e.value.startswith("PIP_CONSTRAINT=")]
+    assert pinned.value == "PIP_CONSTRAINT=/src/constraints.txt"
+    assert all(pinned.line < r.line for r in builder.all("RUN"))
+    copied = [c.args()[:-1] for c in builder.all("COPY") if c.args()[-1] == "./"]
+    assert ["pyproject.toml", "setup.py", "README.md", "constraints.txt"] in copied
     assert "pip wheel --wheel-dir /wheels ." in run
     assert "python -m venv --without-pip /opt/paygress" in run
     assert "--no-index --find-links /wheels /wheels/paygress-*.whl" in run
@@ -162,6 +173,7 @@ def test_dockerignore_sends_only_the_wheel_sources(
         "pyproject.toml",
         "setup.py",
         "README.md",
+        "constraints.txt",
         "protos",
         "paygress",
     }
@@ -213,6 +225,7 @@ class Installed:
 def _pip(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_REQUIRE")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_CONSTRAINT"] = str(REPO / "constraints.txt")  # as the Dockerfile's ENV
     return subprocess.run(
         [sys.executable, "-m", "pip", *args],
         capture_output=True,
@@ -321,6 +334,19 @@ def test_venv_has_runtime_dependencies_only(installed: Installed) -> None:
     assert "paygress" in names
     assert not names & DEV_ONLY, names & DEV_ONLY
     assert not (installed.bin / "pip").exists()
+
+
+@pytest.mark.slow
+def test_venv_holds_the_locked_versions(installed: Installed) -> None:
+    """The image runs what CI tested: every package in its venv at the lock's version."""
+    done = _pip("--python", str(installed.bin / "python"), "list", "--format=json")
+    assert done.returncode == 0, done.stderr
+    listed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(done.stdout)}
+    del listed[canonicalize_name("paygress")]
+    pins = lock()
+    assert {n: str(pins[n].version) if n in pins else "unlocked" for n in listed} == listed
+    runtime = {canonicalize_name(r.name) for r in requirements("runtime") if r.marker is None}
+    assert runtime <= set(listed)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from tests.deploy.paths import CHART, EXAMPLES
 
 # The chart's kubeVersion floor (native sidecars) and the newest release the package knows.
 KUBE_VERSIONS = ["1.29.0", "latest"]
-CRD_KINDS = {"ServiceMonitor", "ServiceEntry", "AuthorizationPolicy"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ServiceEntry", "AuthorizationPolicy"}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,20 @@ EVERYTHING: dict[str, Any] = {
     **SEED,
     "podDisruptionBudget": {"enabled": True},
     "networkPolicy": {"enabled": True},
-    "serviceMonitor": {"enabled": True},
+    "serviceMonitor": {"enabled": True, "relabelings": [{"targetLabel": "a", "replacement": "b"}]},
+    "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
     "persistence": {"enabled": False},
+    "commonLabels": {"team": "payments"},
+    "revisionHistoryLimit": 3,
+    "extraArgs": ["--config", "/etc/paygress/config.yaml"],
+    "envFrom": [{"secretRef": {"name": "more-env"}}],
+    "lifecycle": {"preStop": {"exec": {"command": ["sleep", "3"]}}},
+    "initContainers": [{"name": "wait", "image": "busybox", "command": ["true"]}],
+    "extraContainers": [{"name": "shipper", "image": "busybox", "command": ["sleep", "1d"]}],
+    "extraObjects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra", "namespace": "x"}}
+    ],
     "gateway": {"shareSocket": True},
     "extraEnv": [{"name": "PAYGRESS_LOG_LEVEL", "value": "DEBUG"}],
     "config": {

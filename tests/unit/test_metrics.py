@@ -77,11 +77,55 @@ def test_check_counters_expose_what_prometheus_client_would() -> None:
             line
             for line in text.splitlines()
             if line.startswith(("paygress_checks", "paygress_redeem", "paygress_check_duration"))
-            and "_created" not in line
         }
 
     theirs = samples(generate_latest(registry).decode())
     assert samples(ours.exposition()[0].decode()) == theirs
+    assert 'paygress_check_duration_seconds_bucket{le="5e-05"} 1.0' in theirs
     assert 'paygress_check_duration_seconds_bucket{le="0.0001"} 2.0' in theirs
     assert 'paygress_check_duration_seconds_bucket{le="+Inf"} 5.0' in theirs
     assert ours.checks.decisions[("allow", "free")] == 2
+
+
+def sample_names(metrics: PrometheusMetrics) -> set[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.exposition()[0].decode()
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_pod_events_are_a_counter_without_created_series() -> None:
+    metrics = PrometheusMetrics()
+    metrics.pod_event("created")
+    metrics.pod_event("reaped")
+    metrics.pod_event("api_error")
+    metrics.received("sat", 5)
+    text = metrics.exposition()[0].decode()
+    assert 'paygress_pod_events_total{event="created"} 1.0' in text
+    assert 'paygress_pod_events_total{event="reaped"} 1.0' in text
+    assert "paygress_kubernetes_api_errors_total 1.0" in text
+    names = sample_names(metrics)
+    assert not {n for n in names if n.endswith("_created")}, "no _created timestamps"
+    assert "paygress_pods_total" not in names
+
+
+def test_process_platform_gc_and_build_info_are_exported() -> None:
+    import paygress
+
+    metrics = PrometheusMetrics()
+    names = sample_names(metrics)
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
+    assert {"python_info", "python_gc_collections_total", "paygress_build_info"} <= names
+    text = metrics.exposition()[0].decode()
+    assert f'paygress_build_info{{version="{paygress.__version__}"}} 1.0' in text
+
+
+def test_check_buckets_resolve_cached_checks() -> None:
+    from paygress.metrics import CHECK_BUCKETS
+
+    assert CHECK_BUCKETS[:4] == (0.00001, 0.000025, 0.00005, 0.0001)
+    assert list(CHECK_BUCKETS) == sorted(CHECK_BUCKETS)
+    metrics = PrometheusMetrics()
+    for seconds in (0.000004, 0.00002, 0.00004, 0.00009):
+        metrics.decision("allow", "paid", seconds)
+    assert metrics.checks.bucket_counts[:4] == [1, 1, 1, 1]

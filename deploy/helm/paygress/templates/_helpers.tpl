@@ -30,7 +30,7 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Common labels.
+Common labels, plus commonLabels (on every object the chart renders, never in selectors).
 */}}
 {{- define "paygress.labels" -}}
 helm.sh/chart: {{ include "paygress.chart" . }}
@@ -38,6 +38,22 @@ helm.sh/chart: {{ include "paygress.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: paygress
+{{- with .Values.commonLabels }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
+{{- end }}
+
+{{/*
+A user-supplied value rendered with `tpl`, so it may use the chart's templates and values
+(e.g. {{ include "paygress.fullname" . }}): a string is rendered as it is, anything else as its
+YAML. Called with (dict "value" X "context" $).
+*/}}
+{{- define "paygress.render" -}}
+{{- if typeIs "string" .value }}
+{{- tpl .value .context }}
+{{- else }}
+{{- tpl (.value | toYaml) .context }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -159,6 +175,17 @@ args:
   - serve
   - --config
   - {{ include "paygress.configDir" $root }}/config.yaml
+  {{- range $v.extraArgs }}
+  - {{ tpl (toString .) $root | quote }}
+  {{- end }}
+{{- with $v.lifecycle }}
+lifecycle:
+  {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
+{{- end }}
+{{- with $v.envFrom }}
+envFrom:
+  {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
+{{- end }}
 env:
   - name: PAYGRESS_MNEMONIC_FILE
     value: {{ include "paygress.seedDir" $root }}/mnemonic
@@ -167,7 +194,7 @@ env:
   - name: PAYGRESS_SOCKET
     value: {{ include "paygress.socketPath" $root }}
   {{- with $v.extraEnv }}
-  {{- toYaml . | nindent 2 }}
+  {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
   {{- end }}
 ports:
   - name: grpc
@@ -233,6 +260,49 @@ volumeMounts:
   - name: tmp
     mountPath: /tmp
   {{- with $v.extraVolumeMounts }}
-  {{- toYaml . | nindent 2 }}
+  {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The unpaid request `helm test` sends, as JSON {"method", "host", "path"}: tests.request when
+set, else one built from the first route of config.routes that has a path_prefix (its first
+host and method); "" when there is none (the test then checks health only).
+*/}}
+{{- define "paygress.testRequest" -}}
+{{- $request := dict -}}
+{{- with .Values.tests.request }}
+{{- $request = dict "method" (.method | default "GET") "host" (.host | default "paygress-helm-test.invalid") "path" .path -}}
+{{- else }}
+{{- range .Values.config.routes }}
+{{- $match := .match | default dict -}}
+{{- if and (not $request) $match.path_prefix }}
+{{- $prefix := $match.path_prefix -}}
+{{- $path := ternary (printf "%shelm-test" $prefix) $prefix (hasSuffix "/" $prefix) -}}
+{{- $host := first ($match.hosts | default (list "paygress-helm-test.invalid")) -}}
+{{- $method := first ($match.methods | default (list "GET")) -}}
+{{- $request = dict "method" (upper $method) "host" $host "path" $path -}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $request }}{{ toJson $request }}{{ end }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod: not the selector labels, so that neither the Deployment's
+ReplicaSet (which adopts matching orphan pods) nor the Services select it.
+*/}}
+{{- define "paygress.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "paygress.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+{{- define "paygress.testLabels" -}}
+helm.sh/chart: {{ include "paygress.chart" . }}
+{{ include "paygress.testSelectorLabels" . }}
+app.kubernetes.io/component: test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: paygress
+{{- with .Values.commonLabels }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
 {{- end }}
