@@ -89,10 +89,21 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
             show(r, "x-cashu", "content-type")
             pr = decode_payment_request(r.headers["x-cashu"])
             print(f"  X-Cashu decodes (NUT-18): {pr.amount} {pr.unit}, mints {list(pr.mints)}")
+            offer = r.json()["payment"]
+            print(
+                f"  it asks for {offer['amount']} {offer['unit']}: the price of "
+                f"{offer['price']} plus the mint's input fee of {offer['mint_fee']} for "
+                "spending the token (0.1 sat a proof, rounded up)"
+            )
             print(f"  body: {json.dumps(r.json(), indent=2)[:700]}")
 
-            step("Minting a 6 sat token with nutshell's wallet (FakeWallet pays the invoice)")
-            token = await wallet.token(mint.url, 6)
+            amount = 3 * offer["price"] + offer["mint_fee"]
+            step(
+                f"Minting a {amount} sat token with nutshell's wallet (FakeWallet pays the "
+                f"invoice): 3 requests at {offer['price']} sat, plus the mint's fee of "
+                f"{offer['mint_fee']}"
+            )
+            token = await wallet.token(mint.url, amount)
             print(f"  token: {token[:40]}... ({len(token)} chars)")
 
             step(f"curl -H 'X-Cashu: cashuB...' {envoy.url}/api/hello   (paid)")
@@ -124,6 +135,10 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
             )
             out, _ = await cli.communicate()
             print("  " + out.decode().strip())
+            print(
+                f"  the client paid {amount} sat; the mint kept its fee of {offer['mint_fee']} "
+                "when Paygress swapped the token, so the operator holds the price it asked"
+            )
 
         if args.keep:
             step("Running. Try it yourself; Ctrl-C stops everything.")
