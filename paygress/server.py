@@ -234,7 +234,6 @@ async def _assemble(
         keyset_refresh_seconds=payments.keyset_refresh_seconds,
     )
     resources.push_async_callback(wallet.aclose)
-    await wallet.swaps.hold_room_for_open_records()
     pods, pod_access = await _pods(config, metrics, resources, store, seed)
     gate = Gate(
         Pricing(config.routes),

@@ -8,9 +8,10 @@ next) implements it. The invariants it keeps are the wallet's money invariants:
 2. Every NUT-13 counter whose output was ever sent to a mint is either in a durable swap
    record or below the keyset's durable counter mark, and restore scans up to the mark (and,
    with no ledger at all, across any run of unsigned counters shorter than
-   `RESTORE_GAP_COUNTERS`). Counters are handed out lowest-first from the free set, then from
-   the mark; only `abandon_swap(release_counters=True)`, for outputs the mint definitively did
-   not sign, returns counters to the free set.
+   `RESTORE_GAP_COUNTERS`: `begin_swap` refuses to reserve more while open records hold that
+   many). Counters are handed out lowest-first from the free set, then from the mark; only
+   `abandon_swap(release_counters=True)`, for outputs the mint definitively did not sign,
+   returns counters to the free set.
 3. A swap record is deleted only once its outcome is known: `settle_swap` (signed, proofs
    stored) or `abandon_swap` (definitively not signed, or signed for someone else's inputs).
 """
@@ -25,11 +26,16 @@ from typing import Protocol
 from paygress.cashu.models import Proof
 from paygress.core.model import Grant
 
-# The most counters that may be reserved and not yet signed at one time, across all swaps
-# (the wallet waits for room before it reserves more). Any run of unsigned counters below a
-# signed one is shorter than this, so a restore from the seed alone that scans on until it has
-# seen this many unsigned counters in a row has found every signed output.
+# The most counters that may be reserved and not yet settled at one time, across all swaps of
+# all processes sharing the ledger (`begin_swap` refuses beyond it). Any run of unsigned
+# counters below a signed one is shorter than this, so a restore from the seed alone that scans
+# on until it has seen this many unsigned counters in a row has found every signed output.
 RESTORE_GAP_COUNTERS = 1024
+
+
+class CountersBusy(Exception):
+    """Open swap records hold RESTORE_GAP_COUNTERS counters: no more may be reserved until
+    some settle. Expected under a burst; the caller waits a little or answers 503."""
 
 
 class SwapKind(enum.StrEnum):
@@ -93,7 +99,8 @@ class Ledger(Protocol):
 
     async def begin_swap(self, swap: NewSwap) -> SwapRecord:
         """Reserves `len(swap.amounts)` counters of the keyset (lowest free first) and writes
-        the record, in one transaction; a withdrawal's inputs become reserved."""
+        the record, in one transaction; a withdrawal's inputs become reserved. Raises
+        CountersBusy when open records already hold RESTORE_GAP_COUNTERS counters."""
         ...
 
     async def mark_unknown(self, swap_id: str) -> None:

@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from paygress.cashu.models import Proof
-from paygress.core.ledger import Balance, NewSwap, SwapKind, SwapRecord
+from paygress.core.ledger import (
+    RESTORE_GAP_COUNTERS,
+    Balance,
+    CountersBusy,
+    NewSwap,
+    SwapKind,
+    SwapRecord,
+)
 from paygress.store.codec import (
     dleq_from_json,
     dleq_to_json,
@@ -102,6 +109,11 @@ class SqliteLedger:
 
     def _begin_swap(self, swap: NewSwap, now: float) -> SwapRecord:
         with self.db.tx() as tx:
+            held = tx.execute(
+                "SELECT COALESCE(SUM(json_array_length(counters)), 0) FROM swaps"
+            ).fetchone()[0]
+            if held + len(swap.amounts) > RESTORE_GAP_COUNTERS:
+                raise CountersBusy(f"{held} counters held by open swaps")
             counters = _reserve(tx, swap.keyset_id, len(swap.amounts))
             record = SwapRecord(
                 id=swap.id,

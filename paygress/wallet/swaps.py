@@ -9,8 +9,9 @@ find out. The money invariants are stated in paygress/core/ledger.py; this modul
 - A send whose answer is lost marks the record unknown. A refusal of an unknown record means
   "find out": the inputs' state (NUT-07) and then restore (NUT-09) of the outputs. Never a
   guess: when neither tells, the record stays and the caller hears "not settled yet".
-- At most `RESTORE_GAP_COUNTERS` counters are reserved and unsettled at one time (`room`), so
-  a restore from the seed alone crosses every gap the wallet itself leaves.
+- At most `RESTORE_GAP_COUNTERS` counters are reserved and unsettled at one time (the ledger
+  refuses more; a swap waits briefly for room), so a restore from the seed alone crosses every
+  gap the wallet itself leaves.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import BlindSignature, PreparedOutput, Proof
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.outputs import prepare_outputs, unblind
-from paygress.core.ledger import RESTORE_GAP_COUNTERS, Ledger, NewSwap, SwapRecord
+from paygress.core.ledger import CountersBusy, Ledger, NewSwap, SwapRecord
 
 log = logging.getLogger("paygress.wallet")
 
@@ -66,31 +67,6 @@ class CountersBehind(Exception):
         self.first_counter = first_counter
 
 
-class CounterRoom:
-    """A weighted semaphore over RESTORE_GAP_COUNTERS counters: reserved-and-unsettled
-    counters never exceed it."""
-
-    def __init__(self, size: int = RESTORE_GAP_COUNTERS) -> None:
-        self.size = size
-        self.used = 0
-        self._changed = asyncio.Condition()
-
-    async def take(self, count: int) -> None:
-        count = min(count, self.size)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used + count <= self.size)
-            self.used += count
-
-    def take_now(self, count: int) -> None:
-        """For records found at start: they hold their counters whatever the room says."""
-        self.used += count
-
-    async def give(self, count: int) -> None:
-        async with self._changed:
-            self.used = max(0, self.used - min(count, self.size))
-            self._changed.notify_all()
-
-
 class Swaps:
     """Runs swaps through the ledger's records. One swap per record at a time (a lock per
     record id), shared by requests and the background resolver."""
@@ -102,13 +78,13 @@ class Swaps:
         client: Callable[[str], MintClient],
         keys: Callable[[str, str], Awaitable[dict[int, str]]],
         *,
-        room: CounterRoom | None = None,
+        room_wait_seconds: float = 2.0,
     ) -> None:
         self.ledger = ledger
         self.seed = seed
         self.client = client
         self._keys = keys
-        self.room = room or CounterRoom()
+        self.room_wait_seconds = room_wait_seconds
         self._locks: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
@@ -121,23 +97,26 @@ class Swaps:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(swap_id, None)
 
-    async def hold_room_for_open_records(self) -> list[SwapRecord]:
-        """At start: open records keep their counters reserved until they settle."""
-        records = await self.ledger.swap_records()
-        for record in records:
-            self.room.take_now(len(record.counters))
-        return records
-
     async def run(self, new: NewSwap) -> list[Proof]:
         """Records and sends a new swap; returns the proofs it made (already stored)."""
-        await self.room.take(len(new.amounts))
-        try:
-            record = await self.ledger.begin_swap(new)
-        except BaseException:
-            await self.room.give(len(new.amounts))
-            raise
+        record = await self._begin(new)
         async with self.locked(record.id):
             return await self._send(record, fresh=True)
+
+    async def _begin(self, new: NewSwap) -> SwapRecord:
+        """The record of a new swap, waiting a little for room among the open ones."""
+        delay, waited = 0.01, 0.0
+        while True:
+            try:
+                return await self.ledger.begin_swap(new)
+            except CountersBusy:
+                if waited >= self.room_wait_seconds:
+                    raise SwapNotSettled(
+                        "too many swaps under way; try again shortly", "mint_unavailable"
+                    ) from None
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.25)
 
     async def resolve(self, record: SwapRecord) -> list[Proof]:
         """Settles an open record (finding out first if a send's outcome was lost); raises
@@ -250,14 +229,12 @@ class Swaps:
         keys = await self._keys(record.mint, record.keyset_id)
         proofs = unblind(outputs, signatures, keys)
         await self.ledger.settle_swap(record, proofs)
-        await self.room.give(len(record.counters))
         return proofs
 
     async def _abandon(
         self, record: SwapRecord, *, release: bool, inputs_spent: bool = False
     ) -> None:
         await self.ledger.abandon_swap(record, release_counters=release, inputs_spent=inputs_spent)
-        await self.room.give(len(record.counters))
 
     async def _spent_ys(self, record: SwapRecord) -> list[str]:
         """Which inputs the mint says are spent (one NUT-07 call; [] if it cannot tell)."""

@@ -242,3 +242,17 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="newer"):
         await s.open("seed-a")
     await s.close()
+
+
+async def test_no_more_counters_than_restore_crosses_are_held_by_open_swaps(
+    store: SqliteStore,
+) -> None:
+    from paygress.core.ledger import RESTORE_GAP_COUNTERS, CountersBusy
+
+    ledger = store.ledger
+    big = await ledger.begin_swap(redeem("a", (1,) * (RESTORE_GAP_COUNTERS - 1)))
+    await ledger.begin_swap(redeem("b", (1,)))
+    with pytest.raises(CountersBusy):
+        await ledger.begin_swap(redeem("c", (1,)))
+    await ledger.abandon_swap(big, release_counters=True)
+    assert (await ledger.begin_swap(redeem("c", (1,)))).counters == (0,)

@@ -137,7 +137,6 @@ async def open_wallet(mint: Mint, path: Path) -> tuple[SqliteStore, OperatorWall
         client_factory=lambda url: MintClient(url, transport=transport),
         keyset_refresh_seconds=60,
     )
-    await wallet.swaps.hold_room_for_open_records()
     return store, wallet
 
 
@@ -402,3 +401,18 @@ async def test_a_swap_that_could_not_connect_was_never_sent(setup: Setup) -> Non
     setup.mint.down = False
     assert (await setup.redeem(token)).paid == 7
     assert await setup.wallet.ledger.counter_mark(setup.mint.fake.keyset_id) == 3  # 4 + 2 + 1
+
+
+async def test_a_swap_waits_for_room_and_then_says_try_later(setup: Setup) -> None:
+    from paygress.core.ledger import RESTORE_GAP_COUNTERS, NewSwap, SwapKind
+
+    filler = NewSwap(
+        "filler", SwapKind.REDEEM, URL, "sat", setup.mint.fake.keyset_id,
+        (1,) * RESTORE_GAP_COUNTERS, (),
+    )  # fmt: skip
+    await setup.wallet.ledger.begin_swap(filler)
+    setup.wallet.swaps.room_wait_seconds = 0.1
+    with pytest.raises(TryAgainLater) as info:
+        await setup.redeem(setup.mint.token(8))
+    assert info.value.reason == "mint_unavailable"
+    assert setup.mint.calls("/v1/swap") == 0
