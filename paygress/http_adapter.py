@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from paygress.core.gate import Gate
-from paygress.core.model import Allow, Deny, HttpRequest
+from paygress.core.model import Allow, Answer, HttpRequest
 from paygress.metrics import PrometheusMetrics
 
 DENIAL_TTL_SECONDS = 30.0
@@ -81,7 +81,7 @@ def allow_headers(decision: Allow) -> dict[str, str]:
     return out
 
 
-def deny_response(decision: Deny) -> web.Response:
+def deny_response(decision: Answer) -> web.Response:
     return web.Response(status=decision.status, headers=dict(decision.headers), body=decision.body)
 
 
@@ -91,7 +91,7 @@ class ForwardAuth:
     def __init__(self, gate: Gate, *, trusted_hops: int = 1) -> None:
         self.gate = gate
         self.trusted_hops = trusted_hops
-        self._denials: OrderedDict[str, tuple[float, Deny]] = OrderedDict()
+        self._denials: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -137,7 +137,7 @@ class ForwardAuth:
             return web.Response(status=409, text="retry the request\n")
         return deny_response(decision)
 
-    def _keep(self, request_id: str, decision: Deny) -> None:
+    def _keep(self, request_id: str, decision: Answer) -> None:
         now = time.monotonic()
         denials = self._denials
         denials[request_id[:128]] = (now + DENIAL_TTL_SECONDS, decision)

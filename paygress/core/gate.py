@@ -15,7 +15,7 @@ from paygress.cashu.token import TokenError, parse_token
 from paygress.core.budget import SwapBudget
 from paygress.core.fees import asked_amount
 from paygress.core.grants import GrantBook
-from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
+from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
 from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
@@ -112,7 +112,7 @@ class Gate:
         )
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
-        self._denials: dict[tuple[RouteRule, int, str, str, int], Deny] = {}
+        self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
         self._internal_error = deny(
             503,
@@ -135,7 +135,7 @@ class Gate:
                 await self.store.save_usage(dirty)
             except BaseException:
                 for grant in dirty:
-                    self.book.touched(grant)
+                    self.book.mark_dirty(grant)
                 raise
         self.book.evict_unusable(self.clock())
         return len(dirty)
@@ -153,7 +153,7 @@ class Gate:
                 len(pending),
             )
 
-    def _redeemed(self, fp: str, key: bytes, task: asyncio.Task[Grant]) -> None:
+    def _redemption_ended(self, fp: str, key: bytes, task: asyncio.Task[Grant]) -> None:
         """A redemption ended: a refusal for good is remembered (by the token's bytes, its
         proofs' fingerprint and the proofs the mint reported spent)."""
         self._inflight.pop(fp, None)
@@ -173,7 +173,7 @@ class Gate:
             log.error("redemption failed unexpectedly", exc_info=exc)
 
     async def check(self, request: HttpRequest) -> Decision:
-        """Judges one request. Never raises for bad input: every problem becomes a Deny."""
+        """Judges one request. Never raises for bad input: every problem becomes a Answer."""
         started = time.perf_counter()
         try:
             decision = await self._check(request)
@@ -185,7 +185,7 @@ class Gate:
         else:  # offers and pod status are answers, not denials
             outcome = "answer" if decision.status < 400 else "deny"
         self.metrics.decision(outcome, decision.reason, time.perf_counter() - started)
-        if self.settings.dry_run and isinstance(decision, Deny):
+        if self.settings.dry_run and isinstance(decision, Answer):
             # Dry run: the decision is made and recorded as usual, but everything passes;
             # the upstream learns what would have happened.
             return Allow(
@@ -211,9 +211,9 @@ class Gate:
             return deny(500, "misconfigured", "route_misconfigured", "tier route without pods")
         raw = _extract_token(headers)
         if raw is None:
-            return self._pay(rule, 402, "payment_required", "Payment required.")
+            return self._ask_payment(rule, 402, "payment_required", "Payment required.")
         if len(raw) > self.settings.max_token_bytes:
-            return self._pay(
+            return self._ask_payment(
                 rule,
                 400,
                 "too_large",
@@ -226,7 +226,7 @@ class Gate:
         if grant is None:
             self.metrics.redeem_cache(False)
             found = await self._grant_for(raw, key, rule, request)
-            if isinstance(found, Deny):
+            if isinstance(found, Answer):
                 return found
             grant = found
         else:
@@ -241,7 +241,7 @@ class Gate:
     ) -> Decision:
         now = self.clock()
         if grant.route != rule.name:
-            return self._pay(
+            return self._ask_payment(
                 rule,
                 400,
                 "wrong_route",
@@ -249,7 +249,9 @@ class Gate:
             )
         if not grant.usable(now):
             reason = "exhausted" if grant.mode is Mode.PER_REQUEST else "expired"
-            return self._pay(rule, 402, reason, f"The token's payment is used up ({reason}).")
+            return self._ask_payment(
+                rule, 402, reason, f"The token's payment is used up ({reason})."
+            )
         remove: tuple[str, ...] = ("x-cashu",) if "x-cashu" in headers else ()
         if "authorization" in headers and _authorization_token(headers["authorization"]):
             remove += ("authorization",)
@@ -259,7 +261,7 @@ class Gate:
             remove += tuple(h for h in spoofed if h not in _PAID_HEADERS and h != left_header)
         if per_request:
             grant.requests_left -= 1
-            self.book.touched(grant)
+            self.book.mark_dirty(grant)
             return _paid(grant, (left_header, str(grant.requests_left)), remove)
         # A time grant answers the same until it is topped up: build that answer once.
         key = (grant.id, grant.expires_at, remove)
@@ -273,14 +275,14 @@ class Gate:
 
     async def _grant_for(
         self, raw: str, key: bytes, rule: RouteRule, request: HttpRequest
-    ) -> Grant | Deny:
+    ) -> Grant | Answer:
         """Finds or creates the grant of a token seen for the first time in memory. Everything
         a client can send for free is answered from memory where it can be: a token refused
         before, malformed, from another mint, worth too little, or holding a proof the mint
         reported spent costs no mint call."""
         refused = self.refusals.get(key)
         if refused is not None:
-            return self._pay(rule, *refused)
+            return self._ask_payment(rule, *refused)
         try:
             token = parse_token(
                 raw,
@@ -288,7 +290,7 @@ class Gate:
                 max_proofs=self.settings.max_proofs,
             )
         except TokenError as exc:
-            return self._pay(rule, 400, exc.reason, f"Invalid Cashu token: {exc}")
+            return self._ask_payment(rule, 400, exc.reason, f"Invalid Cashu token: {exc}")
         problem = self._precheck(token, rule)
         if problem is None and self.pods is not None and rule.mode is Mode.POD:
             problem = self.pods.precheck(rule, request.headers)
@@ -307,7 +309,7 @@ class Gate:
         refused = self.refusals.any_of((fp, *(p.y() for p in token.proofs)))
         if refused is not None:
             self.refusals.add(key, refused)
-            return self._pay(rule, *refused)
+            return self._ask_payment(rule, *refused)
         task = self._inflight.get(fp)
         if task is None:
             # The redemption runs as its own task: a client that goes away (Envoy timeout,
@@ -316,7 +318,7 @@ class Gate:
                 self._redeem(token, fp, rule, raw, request.client, request.headers.get(POD_HEADER))
             )
             self._inflight[fp] = task
-            task.add_done_callback(lambda t: self._redeemed(fp, key, t))
+            task.add_done_callback(lambda t: self._redemption_ended(fp, key, t))
         try:
             grant = await asyncio.wait_for(
                 asyncio.shield(task), timeout=self.settings.payment_timeout_seconds
@@ -329,14 +331,14 @@ class Gate:
                 )
             )
         except PaymentRejected as exc:
-            return self._pay(rule, exc.status, exc.reason, exc.message)
+            return self._ask_payment(rule, exc.status, exc.reason, exc.message)
         except TryAgainLater as exc:
             return self._try_later(exc)
         if grant.usable(self.clock()):
             grant = self.book.add(grant, key)
         return grant
 
-    def _try_later(self, exc: TryAgainLater) -> Deny:
+    def _try_later(self, exc: TryAgainLater) -> Answer:
         retry_after = exc.retry_after or self.settings.retry_after_seconds
         error = "rate_limited" if exc.status == 429 else "mint_unavailable"
         return deny(
@@ -393,7 +395,7 @@ class Gate:
             assert self.pods is not None
             for owner in top_up.owners:
                 owner.expires_at = grant.expires_at
-                self.book.touched(self.book.add(owner))
+                self.book.mark_dirty(self.book.add(owner))
             await self.pods.patch_expiry_annotation(top_up.pod, grant.expires_at)
         self.metrics.received(grant.unit, grant.paid)
         log.info(
@@ -445,18 +447,20 @@ class Gate:
             expires_at=now + units if rule.mode is Mode.PER_SECOND else 0.0,
         )
 
-    def _precheck(self, token: Token, rule: RouteRule) -> Deny | None:
+    def _precheck(self, token: Token, rule: RouteRule) -> Answer | None:
         """Checks that need no network: mint allow-list, unit, amount."""
         try:
             mint = normalize_mint_url(token.mint)
         except ValueError:
-            return self._pay(rule, 400, "bad_mint_url", "The token's mint URL is not valid.")
+            return self._ask_payment(
+                rule, 400, "bad_mint_url", "The token's mint URL is not valid."
+            )
         if mint not in self._allowed:
-            return self._pay(
+            return self._ask_payment(
                 rule, 400, "mint_not_accepted", "The token's mint is not accepted here."
             )
         if token.unit != self.settings.unit:
-            return self._pay(
+            return self._ask_payment(
                 rule,
                 400,
                 "wrong_unit",
@@ -464,7 +468,7 @@ class Gate:
                 f"{self.settings.unit!r}.",
             )
         if token.amount < rule.price:
-            return self._pay(
+            return self._ask_payment(
                 rule,
                 400,
                 "insufficient",
@@ -477,7 +481,7 @@ class Gate:
         """What a 402 asks for: the price plus the mint's fee of paying it."""
         return asked_amount(rule.price, self.wallet.input_fee_ppk())
 
-    def _pay(self, rule: RouteRule, status: int, reason: str, message: str) -> Deny:
+    def _ask_payment(self, rule: RouteRule, status: int, reason: str, message: str) -> Answer:
         """A denial that asks for payment. The same few repeat (every unpaid request to a
         route gets the same 402), so they are built once (per known mint fee)."""
         fee_ppk = self.wallet.input_fee_ppk()

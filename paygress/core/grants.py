@@ -31,7 +31,8 @@ class GrantBook:
             self._keys.setdefault(grant.id, []).append(key)
         return grant
 
-    def touched(self, grant: Grant) -> None:
+    def mark_dirty(self, grant: Grant) -> None:
+        """Its usage changed: written to the store at the next `take_dirty`."""
         self._dirty[grant.id] = grant
 
     def take_dirty(self) -> list[Grant]:

@@ -34,8 +34,10 @@ class Allow:
 
 
 @dataclass(frozen=True, slots=True)
-class Deny:
-    """Answer the client directly with this status, headers and body."""
+class Answer:
+    """Answer the client directly with this status, headers and body, instead of passing the
+    request on: a denial (402, 400, 429, 503...) or an answer Paygress gives itself (the
+    offers, a pod's status)."""
 
     status: int
     reason: str
@@ -43,7 +45,7 @@ class Deny:
     body: bytes = b""
 
 
-Decision = Allow | Deny
+Decision = Allow | Answer
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from paygress.core.model import Allow, Decision, Deny, Grant, Received
+from paygress.core.model import Allow, Answer, Decision, Grant, Received
 from paygress.core.ports import (
     GrantStore,
     PaymentRejected,
@@ -89,7 +89,7 @@ class PodAccess:
     def answers(self, path: str) -> bool:
         return path == self.paths.offers or path.startswith(self.paths.status)
 
-    async def answer(self, path: str) -> Deny:
+    async def answer(self, path: str) -> Answer:
         """The offers list or a pod's status, as JSON (Envoy sends it as the response).
         Answered from memory only: anyone may ask, so asking must cost nothing."""
         path = path.split("?", 1)[0]
@@ -113,7 +113,7 @@ class PodAccess:
 
     # -- new payments -------------------------------------------------------------------------
 
-    def precheck(self, rule: RouteRule, headers: Mapping[str, str]) -> Deny | None:
+    def precheck(self, rule: RouteRule, headers: Mapping[str, str]) -> Answer | None:
         """Checks of a tier request that need no network: the image asked for, and for a
         top-up (X-Paygress-Pod) the pod's key, so that only the payer extends a pod."""
         assert rule.tier is not None
@@ -130,7 +130,7 @@ class PodAccess:
             )
         return None
 
-    def _owner_check(self, pod: str, key: str | None) -> Deny | None:
+    def _owner_check(self, pod: str, key: str | None) -> Answer | None:
         if not key:
             return deny(
                 403,
@@ -261,7 +261,7 @@ class PodAccess:
         message: str,
         state: PodState | None = None,
         key: tuple[str, str] | None = None,
-    ) -> Deny:
+    ) -> Answer:
         """503 + Retry-After for the payer of a pod that cannot take requests yet (with its
         key: the payer may top up before the pod runs)."""
         body = {
@@ -273,7 +273,7 @@ class PodAccess:
             "expires_at": int(grant.expires_at),
         }
         headers = (JSON, ("retry-after", self.retry_after), ("x-paygress-pod", grant.pod))
-        return Deny(
+        return Answer(
             status=503,
             reason=reason,
             headers=(*headers, key) if key else headers,
@@ -313,8 +313,8 @@ def _status(state: PodState) -> dict[str, object]:
     }
 
 
-def _json(status: int, reason: str, body: Mapping[str, object]) -> Deny:
-    return Deny(
+def _json(status: int, reason: str, body: Mapping[str, object]) -> Answer:
+    return Answer(
         status=status,
         reason=reason,
         headers=(JSON,),

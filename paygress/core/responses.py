@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from paygress.cashu.nut18 import PaymentRequest, encode_payment_request
-from paygress.core.model import Deny, Headers
+from paygress.core.model import Answer, Headers
 from paygress.core.pricing import Mode, RouteRule
 
 JSON = ("content-type", "application/json")
@@ -71,7 +71,7 @@ def deny(
     mints: tuple[str, ...] = (),
     amount: int | None = None,
     extra_headers: Headers = (),
-) -> Deny:
+) -> Answer:
     """A JSON denial; with `rule`, it carries an X-Cashu payment request for `amount` (the
     price when not given) and the offer."""
     body: dict[str, Any] = {"error": error, "reason": reason, "message": message}
@@ -81,7 +81,7 @@ def deny(
         body["payment"] = offer(rule, unit, mints, asked)
         body["how_to_pay"] = how_to_pay(rule, unit, asked)
         headers.append(("x-cashu", payment_request(rule, unit, mints, asked)))
-    return Deny(
+    return Answer(
         status=status,
         reason=reason,
         headers=tuple(headers),

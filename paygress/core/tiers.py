@@ -25,14 +25,15 @@ class Tier:
         """Smallest payment (sat, rounded up) that buys `min_seconds`."""
         return -(-self.min_seconds * self.rate_msat_per_second // 1000)
 
-    def seconds_for(self, amount_sat: int) -> int:
-        """Seconds `amount_sat` buys at the rate, rounded down to whole seconds (no clamp)."""
-        return amount_sat * 1000 // self.rate_msat_per_second
+    def seconds_for(self, amount: int) -> int:
+        """Seconds `amount` (in the unit; the rate is in thousandths of it) buys, rounded down
+        to whole seconds (no clamp)."""
+        return amount * 1000 // self.rate_msat_per_second
 
-    def lifetime_for(self, amount_sat: int) -> int | None:
-        """Seconds a new pod gets for `amount_sat`: clamped to `max_seconds`; None below the
+    def lifetime_for(self, amount: int) -> int | None:
+        """Seconds a new pod gets for `amount`: clamped to `max_seconds`; None below the
         minimum."""
-        seconds = self.seconds_for(amount_sat)
+        seconds = self.seconds_for(amount)
         if seconds < self.min_seconds:
             return None
         return min(seconds, self.max_seconds)

@@ -31,7 +31,13 @@ from paygress.core.ledger import CountersBusy, Ledger, NewSwap, SwapRecord
 log = logging.getLogger("paygress.wallet")
 
 
-class SwapRefused(Exception):
+class SwapError(Exception):
+    """How a swap ended when it did not settle. Internal to the wallet: operator.py answers
+    each with the port's errors (PaymentRejected, TryAgainLater) or an operator's WalletError.
+    All expected; none is a bug."""
+
+
+class SwapRefused(SwapError):
     """The mint definitively did not sign for us (the record is gone). `spent` when (some of)
     the inputs were spent by someone else; `spent_ys` names them when known."""
 
@@ -42,7 +48,7 @@ class SwapRefused(Exception):
         self.spent_ys = tuple(spent_ys)
 
 
-class SwapNotSettled(Exception):
+class SwapNotSettled(SwapError):
     """Not settled now. `reason` "mint_unavailable": the mint was not reached; "payment_pending":
     the outcome is not known yet (a lost answer, inputs pending). An open record stays and is
     tried again later, by the next presentation or the background task."""
@@ -52,12 +58,12 @@ class SwapNotSettled(Exception):
         self.reason = reason
 
 
-class SwapGone(Exception):
+class SwapGone(SwapError):
     """The record was settled or abandoned by another path (the background task, another
     request) while this one waited for it: the grant store knows which."""
 
 
-class CountersBehind(Exception):
+class CountersBehind(SwapError):
     """The mint has signed these outputs before: our counters are behind (a lost or restored
     ledger). The record is gone (its counters are signed, so not released): restore from
     `first_counter` on, then swap again on fresh counters."""

@@ -1,7 +1,7 @@
 from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 
-from paygress.core.model import Allow, Deny
+from paygress.core.model import Allow, Answer
 from paygress.grpc_adapter import to_request, to_response
 
 
@@ -49,7 +49,7 @@ def test_allow_carries_headers_up_and_down_and_removes_the_token() -> None:
 
 
 def test_deny_is_a_check_response_not_an_rpc_error() -> None:
-    decision = Deny(
+    decision = Answer(
         status=402, reason="payment_required", headers=(("x-cashu", "creqA1"),), body=b"{}"
     )
     response = to_response(decision)

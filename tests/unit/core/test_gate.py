@@ -7,7 +7,7 @@ import pytest
 
 from paygress.cashu.nut18 import decode_payment_request
 from paygress.core.gate import Gate, GateSettings
-from paygress.core.model import Allow, Deny, Grant, HttpRequest
+from paygress.core.model import Allow, Answer, Grant, HttpRequest
 from paygress.core.ports import PaymentRejected, TryAgainLater
 from paygress.core.pricing import Mode, Pricing, RouteRule
 
@@ -44,7 +44,7 @@ def req(path: str = "/api/x", **headers: str) -> HttpRequest:
     return HttpRequest(method="GET", host="h", path=path, headers=headers)
 
 
-def body(decision: Deny) -> dict[str, Any]:
+def body(decision: Answer) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(decision.body)
     return data
 
@@ -69,7 +69,7 @@ async def test_free_route_strips_spoofed_paid_headers() -> None:
 async def test_priced_route_without_payment_is_402_with_request() -> None:
     gate, *_ = make_gate()
     decision = await gate.check(req())
-    assert isinstance(decision, Deny) and decision.status == 402
+    assert isinstance(decision, Answer) and decision.status == 402
     headers = dict(decision.headers)
     pr = decode_payment_request(headers["x-cashu"])
     assert (pr.amount, pr.unit, pr.mints) == (4, "sat", (MINT,))
@@ -97,7 +97,7 @@ async def test_paid_token_buys_requests_until_exhausted(header: str) -> None:
         assert decision.remove_headers[0] in ("x-cashu", "authorization")
     assert remaining == ["2", "1", "0"]
     decision = await gate.check(req(**headers))
-    assert isinstance(decision, Deny) and decision.status == 402
+    assert isinstance(decision, Answer) and decision.status == 402
     assert body(decision)["reason"] == "exhausted"
     assert wallet.calls == 1
 
@@ -110,7 +110,7 @@ async def test_v3_and_v4_encodings_of_one_payment_share_a_grant() -> None:
     v3 = encode_token_v3(parse_token(v4))
     assert isinstance(await gate.check(req(**{"x-cashu": v4})), Allow)
     assert isinstance(await gate.check(req(**{"x-cashu": v3})), Allow)
-    assert isinstance(await gate.check(req(**{"x-cashu": v4})), Deny)  # 8 sat = 2 requests
+    assert isinstance(await gate.check(req(**{"x-cashu": v4})), Answer)  # 8 sat = 2 requests
     assert wallet.calls == 1
 
 
@@ -124,7 +124,7 @@ async def test_per_second_grant_expires() -> None:
     assert isinstance(await gate.check(req("/live/a", **{"x-cashu": token})), Allow)
     clock.now += 2
     decision = await gate.check(req("/live/a", **{"x-cashu": token}))
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "expired"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "expired"
 
 
 async def test_token_paid_for_one_route_does_not_open_another() -> None:
@@ -132,7 +132,7 @@ async def test_token_paid_for_one_route_does_not_open_another() -> None:
     token = make_token((8, 2))
     assert isinstance(await gate.check(req("/api/a", **{"x-cashu": token})), Allow)
     decision = await gate.check(req("/live/a", **{"x-cashu": token}))
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "wrong_route"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "wrong_route"
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ async def test_token_paid_for_one_route_does_not_open_another() -> None:
 async def test_bad_tokens_get_400_with_reason_and_fresh_request(token: str, reason: str) -> None:
     gate, wallet, *_ = make_gate()
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and decision.status == 400
+    assert isinstance(decision, Answer) and decision.status == 400
     assert body(decision)["reason"] == reason
     assert dict(decision.headers)["x-cashu"].startswith("creqA")
     assert wallet.calls == 0
@@ -159,13 +159,13 @@ async def test_bad_tokens_get_400_with_reason_and_fresh_request(token: str, reas
 async def test_bearer_that_is_not_cashu_is_no_payment() -> None:
     gate, *_ = make_gate()
     decision = await gate.check(req(authorization="Bearer eyJhbGciOi"))
-    assert isinstance(decision, Deny) and decision.status == 402
+    assert isinstance(decision, Answer) and decision.status == 402
 
 
 async def test_the_402_asks_for_the_price_plus_the_mint_fee_of_paying_it() -> None:
     gate, *_ = make_gate(fee=1, fee_ppk=100)
     decision = await gate.check(req())
-    assert isinstance(decision, Deny)
+    assert isinstance(decision, Answer)
     offer = body(decision)["payment"]
     assert (offer["amount"], offer["price"], offer["mint_fee"]) == (5, 4, 1)
     assert decode_payment_request(dict(decision.headers)["x-cashu"]).amount == 5
@@ -183,7 +183,7 @@ async def test_the_fee_comes_out_of_what_the_token_buys() -> None:
     assert dict(decision.upstream_headers)["x-paygress-remaining"] == "1"
     calls = wallet.calls
     decision = await gate.check(req(**{"x-cashu": make_token((4,))}))  # 4 - 1 = 3 < 4
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "insufficient_after_fees"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "insufficient_after_fees"
     assert "Send 5 sat" in body(decision)["message"]
     assert wallet.calls == calls, "refused before any swap"
 
@@ -192,11 +192,11 @@ async def test_mint_rejection_and_outage() -> None:
     gate, wallet, *_ = make_gate()
     wallet.error = PaymentRejected("already_spent", "spent")
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
-    assert isinstance(decision, Deny) and decision.status == 400
+    assert isinstance(decision, Answer) and decision.status == 400
     assert body(decision)["reason"] == "already_spent"
     wallet.error = TryAgainLater("mint_unavailable", "down")
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
-    assert isinstance(decision, Deny) and decision.status == 503
+    assert isinstance(decision, Answer) and decision.status == 503
     assert dict(decision.headers)["retry-after"] == "5"
 
 
@@ -208,7 +208,7 @@ async def test_concurrent_requests_with_one_token_redeem_once() -> None:
     allowed = [d for d in decisions if isinstance(d, Allow)]
     assert wallet.calls == 1
     assert len(allowed) == 20
-    assert {body(d)["reason"] for d in decisions if isinstance(d, Deny)} == {"exhausted"}
+    assert {body(d)["reason"] for d in decisions if isinstance(d, Answer)} == {"exhausted"}
 
 
 async def test_drain_at_shutdown_is_bounded() -> None:
@@ -248,7 +248,7 @@ async def test_usage_survives_restart_through_the_store() -> None:
     again = Gate(gate.pricing, gate.settings, wallet, store, clock=clock)
     await again.start()
     decision = await again.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "exhausted"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "exhausted"
     assert wallet.calls == 1
 
 
@@ -260,14 +260,14 @@ async def test_flush_evicts_used_up_grants_from_memory() -> None:
     await gate.flush()
     assert len(gate.book) == 0
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "exhausted"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "exhausted"
 
 
 async def test_context_extension_misconfiguration_is_a_denial_not_a_crash() -> None:
     gate, *_ = make_gate()
     request = HttpRequest("GET", "h", "/", {}, {"paygress.price": "lots"})
     decision = await gate.check(request)
-    assert isinstance(decision, Deny) and decision.status == 500
+    assert isinstance(decision, Answer) and decision.status == 500
 
 
 async def test_dry_run_allows_everything_but_records_the_real_decision() -> None:
@@ -302,7 +302,7 @@ async def test_unexpected_errors_deny_with_503_instead_of_raising() -> None:
     gate, wallet, *_ = make_gate()
     wallet.error = RuntimeError("bug")  # type: ignore[assignment]
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
-    assert isinstance(decision, Deny) and decision.status == 503
+    assert isinstance(decision, Answer) and decision.status == 503
     assert body(decision)["reason"] == "internal_error"
 
 
@@ -333,17 +333,17 @@ async def test_a_token_refused_for_good_is_refused_from_memory_on_replay() -> No
     )
     token = make_token((8,))
     first = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(first, Deny) and body(first)["reason"] == "mint_rejected"
+    assert isinstance(first, Answer) and body(first)["reason"] == "mint_rejected"
     for _ in range(10):
         again = await gate.check(req(**{"x-cashu": token}))
-        assert isinstance(again, Deny) and body(again)["reason"] == "mint_rejected"
+        assert isinstance(again, Answer) and body(again)["reason"] == "mint_rejected"
     assert (wallet.calls, wallet.verifies) == (1, 1)
     # The same proofs in another encoding are refused from memory too.
     from paygress.cashu.token import encode_token_v3, parse_token
 
     v3 = encode_token_v3(parse_token(token))
     again = await gate.check(req(**{"x-cashu": v3}))
-    assert isinstance(again, Deny) and body(again)["reason"] == "mint_rejected"
+    assert isinstance(again, Answer) and body(again)["reason"] == "mint_rejected"
     assert wallet.verifies == 1
 
 
@@ -355,11 +355,11 @@ async def test_proofs_the_mint_reported_spent_are_refused_from_memory_in_any_tok
     spent = parse_token(make_token((8,))).proofs[0]
     wallet.error = PaymentRejected("already_spent", "spent", by_mint=True, spent_ys=(spent.y(),))
     first = encode_token_v4(Token(MINT, "sat", (spent,), None, 4))
-    assert isinstance(await gate.check(req(**{"x-cashu": first})), Deny)
+    assert isinstance(await gate.check(req(**{"x-cashu": first})), Answer)
     fresh = parse_token(make_token((4,))).proofs[0]
     mixed = encode_token_v4(Token(MINT, "sat", (fresh, spent), None, 4))
     decision = await gate.check(req(**{"x-cashu": mixed}))
-    assert isinstance(decision, Deny) and body(decision)["reason"] == "already_spent"
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "already_spent"
     assert wallet.verifies == 1, "the second token never reached the wallet"
 
 
@@ -369,8 +369,8 @@ async def test_what_our_own_checks_refuse_is_the_token_not_its_proofs() -> None:
     gate, wallet, *_ = make_gate()
     wallet.verify_error = PaymentRejected("invalid_dleq", "forged")
     token = make_token((8,))
-    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
-    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Answer)
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Answer)
     assert wallet.verifies == 1, "the same text is refused from memory"
     wallet.verify_error = None
     other = encode_token_v3(parse_token(token))  # the same proofs, written otherwise
@@ -381,7 +381,7 @@ async def test_refusals_that_may_change_are_not_remembered() -> None:
     gate, wallet, *_ = make_gate()
     wallet.error = TryAgainLater("mint_unavailable", "down")
     token = make_token((8,))
-    assert isinstance(await gate.check(req(**{"x-cashu": token})), Deny)
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Answer)
     wallet.error = None
     assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
 
@@ -404,7 +404,7 @@ async def test_unproven_swaps_are_bounded_per_client_and_proven_ones_are_not() -
     statuses = [(await gate.check(from_("198.51.100.9"))) for _ in range(4)]
     assert [isinstance(d, Allow) for d in statuses] == [True, True, False, False]
     limited = statuses[-1]
-    assert isinstance(limited, Deny) and limited.status == 429
+    assert isinstance(limited, Answer) and limited.status == 429
     assert body(limited)["reason"] == "swap_budget"
     assert int(dict(limited.headers)["retry-after"]) >= 1
     assert wallet.calls == 2, "no swap for the refused ones"
@@ -415,7 +415,7 @@ async def test_unproven_swaps_are_bounded_per_client_and_proven_ones_are_not() -
     wallet.proven = False  # ...and made-up ones are refused by the wallet, not the budget
     wallet.verify_error = PaymentRejected("invalid_dleq", "forged")
     refused = await gate.check(from_("198.51.100.9", dleq=True))
-    assert isinstance(refused, Deny) and body(refused)["reason"] == "invalid_dleq"
+    assert isinstance(refused, Answer) and body(refused)["reason"] == "invalid_dleq"
     wallet.verify_error = None
     clock.now += 30  # one more per 30 s at 2 per minute
     wallet.proven = False
@@ -430,7 +430,7 @@ async def test_a_slow_redemption_answers_payment_pending_and_settles_later() -> 
     gate = Gate(Pricing((API,)), settings, wallet, store)
     token = make_token((8,))
     pending = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(pending, Deny) and pending.status == 503
+    assert isinstance(pending, Answer) and pending.status == 503
     assert body(pending)["reason"] == "payment_pending"
     assert dict(pending.headers)["retry-after"] == "5"
     await gate.drain(within=5)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from paygress.cashu.models import Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
 from paygress.core.gate import Gate, GateSettings
-from paygress.core.model import Allow, Decision, Deny, Grant, HttpRequest, Received
+from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
 from paygress.core.ports import Verified
 from paygress.core.pricing import Mode, Pricing, RouteRule
 
@@ -259,8 +259,8 @@ def request_headers(draw: st.DrawFn) -> dict[str, str]:
 # -- checks ------------------------------------------------------------------------------------
 
 
-def assert_client_error(decision: Deny, rule: RouteRule | None) -> dict[str, Any]:
-    """A Deny the client can act on: 400/402 with a JSON body naming the reason."""
+def assert_client_error(decision: Answer, rule: RouteRule | None) -> dict[str, Any]:
+    """A Answer the client can act on: 400/402 with a JSON body naming the reason."""
     assert decision.status in {400, 402}, decision
     body = json.loads(decision.body)
     assert isinstance(body, dict)
@@ -283,7 +283,12 @@ def token_of(headers: Mapping[str, str]) -> str | None:
 def assert_no_echo(decision: Decision, headers: Mapping[str, str]) -> None:
     """Denials never repeat the token back (it is a bearer secret)."""
     sent = token_of(headers)
-    if isinstance(decision, Deny) and sent and sent.strip().startswith("cashu") and len(sent) > 16:
+    if (
+        isinstance(decision, Answer)
+        and sent
+        and sent.strip().startswith("cashu")
+        and len(sent) > 16
+    ):
         assert sent.strip() not in decision.body.decode()
 
 
@@ -300,7 +305,7 @@ async def test_priced_route_never_allows_without_a_grant(
     decision = await gate.check(HttpRequest("GET", "svc.test", path, headers))
     event(f"{type(decision).__name__}: {decision.reason}")
     assert_no_echo(decision, headers)
-    if isinstance(decision, Deny):
+    if isinstance(decision, Answer):
         assert_client_error(decision, rule)
         return
     assert decision.reason == "paid"
@@ -376,7 +381,7 @@ async def test_arbitrary_method_host_path_never_raise(
     if rule is None:
         assert isinstance(decision, Allow) and decision.reason == "free"
     else:
-        assert isinstance(decision, Deny) and decision.status == 402
+        assert isinstance(decision, Answer) and decision.status == 402
         assert assert_client_error(decision, rule)["reason"] == "payment_required"
     assert wallet.calls == 0
 
@@ -399,11 +404,11 @@ async def test_arbitrary_context_extensions_never_raise(
     the problem; anything else is the usual client-facing answer."""
     gate, wallet = make_gate()
     decision = await gate.check(HttpRequest("GET", "svc.test", "/api/x", headers, context))
-    if isinstance(decision, Deny) and decision.status == 500:
+    if isinstance(decision, Answer) and decision.status == 500:
         body = json.loads(decision.body)
         assert body["reason"] == "route_misconfigured"
         assert wallet.calls == 0
-    elif isinstance(decision, Deny):
+    elif isinstance(decision, Answer):
         assert_client_error(decision, None)
     elif decision.reason == "paid":
         assert wallet.granted

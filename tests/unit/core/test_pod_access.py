@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from paygress.core.gate import Gate, GateSettings
-from paygress.core.model import Allow, Deny, HttpRequest
+from paygress.core.model import Allow, Answer, HttpRequest
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
 from paygress.core.ports import (
     PodRequest,
@@ -79,7 +79,7 @@ def req(path: str = "/pod/x", **headers: str) -> HttpRequest:
     return HttpRequest("GET", "h", path, headers)
 
 
-def data(decision: Deny) -> dict[str, Any]:
+def data(decision: Answer) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(decision.body)
     return result
 
@@ -90,7 +90,7 @@ async def running_pod(
     """A paid, Running pod: (token, pod name, pod key as its payer received it)."""
     token = make_token(amounts)
     first = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(first, Deny) and first.status == 503
+    assert isinstance(first, Answer) and first.status == 503
     name = pods.created[-1].name
     pods.run(name)
     allowed = await gate.check(req(**{"x-cashu": token}))
@@ -101,7 +101,7 @@ async def running_pod(
 async def test_402_lists_the_tier_and_its_minimum() -> None:
     gate, *_ = setup()
     decision = await gate.check(req())
-    assert isinstance(decision, Deny) and decision.status == 402
+    assert isinstance(decision, Answer) and decision.status == 402
     assert data(decision)["payment"]["amount"] == 10  # 10 s at 1 sat/s
     assert "small pod" in data(decision)["payment"]["buys"]
 
@@ -110,7 +110,7 @@ async def test_paid_request_creates_pod_then_503_until_running_then_routes() -> 
     gate, pods, _, clock = setup()
     token = make_token((32,))  # 32 s
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and decision.status == 503
+    assert isinstance(decision, Answer) and decision.status == 503
     headers = dict(decision.headers)
     assert headers["retry-after"] == "2"
     assert data(decision)["reason"] == "pod_starting"
@@ -131,7 +131,7 @@ async def test_paid_request_creates_pod_then_503_until_running_then_routes() -> 
     assert len(pods.created) == 1
     clock.now += 33
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and decision.status == 402
+    assert isinstance(decision, Answer) and decision.status == 402
     assert data(decision)["reason"] == "expired"
 
 
@@ -159,14 +159,14 @@ async def test_lifetime_is_clamped_and_minimum_enforced() -> None:
     await gate.check(req(**{"x-cashu": make_token((512, 256))}))  # 768 s, max 600
     assert pods.created[0].expires_at == clock.now + 600
     decision = await gate.check(req(**{"x-cashu": make_token((8,))}))
-    assert isinstance(decision, Deny) and decision.status == 400
+    assert isinstance(decision, Answer) and decision.status == 400
     assert data(decision)["reason"] == "insufficient"
 
 
 async def test_image_must_be_offered() -> None:
     gate, pods, wallet, _ = setup()
     decision = await gate.check(req(**{"x-cashu": make_token((16,)), "x-paygress-image": "x:1"}))
-    assert isinstance(decision, Deny) and data(decision)["reason"] == "image_not_allowed"
+    assert isinstance(decision, Answer) and data(decision)["reason"] == "image_not_allowed"
     assert wallet.calls == 0
     await gate.check(req(**{"x-cashu": make_token((16,)), "x-paygress-image": "app:2"}))
     assert pods.created[0].image == "app:2"
@@ -203,7 +203,7 @@ async def test_a_top_up_without_the_pods_key_is_refused_before_any_mint_call(
     if key is not None:
         headers["x-paygress-pod-key"] = key
     decision = await gate.check(req(**headers))
-    assert isinstance(decision, Deny) and decision.status == 403
+    assert isinstance(decision, Answer) and decision.status == 403
     assert data(decision)["reason"] == reason
     assert (wallet.calls, pods.calls, pods.patched) == (calls, kube_calls, [])
 
@@ -215,7 +215,7 @@ async def test_the_key_of_ones_own_pod_opens_no_other() -> None:
     calls = wallet.calls
     headers = {"x-cashu": make_token((16,)), "x-paygress-pod": victim, "x-paygress-pod-key": my_key}
     decision = await gate.check(req(**headers))
-    assert isinstance(decision, Deny) and data(decision)["reason"] == "pod_key_invalid"
+    assert isinstance(decision, Answer) and data(decision)["reason"] == "pod_key_invalid"
     assert wallet.calls == calls and mine != victim
 
 
@@ -226,7 +226,7 @@ async def test_top_up_of_an_unknown_pod_is_404_before_any_payment() -> None:
     key = access.key_of("pg-nope")
     headers = {"x-cashu": make_token((16,)), "x-paygress-pod": "pg-nope", "x-paygress-pod-key": key}
     decision = await gate.check(req(**headers))
-    assert isinstance(decision, Deny) and decision.status == 404
+    assert isinstance(decision, Answer) and decision.status == 404
     assert data(decision)["reason"] == "unknown_pod"
     assert wallet.calls == 0
 
@@ -256,11 +256,11 @@ async def test_failed_create_keeps_the_grant_and_a_retry_creates_without_paying_
     token = make_token((16,))
     pods.error = error
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and decision.status == 503
+    assert isinstance(decision, Answer) and decision.status == 503
     assert data(decision)["reason"] == reason and dict(decision.headers)["retry-after"]
     pods.error = None
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and data(decision)["reason"] == "pod_starting"
+    assert isinstance(decision, Answer) and data(decision)["reason"] == "pod_starting"
     assert wallet.calls == 1 and len(pods.created) == 1
 
 
@@ -269,7 +269,7 @@ async def test_a_terminating_pod_is_not_routed_to() -> None:
     token, name, _ = await running_pod(gate, pods)
     pods.run(name, terminating=True)
     decision = await gate.check(req(**{"x-cashu": token}))
-    assert isinstance(decision, Deny) and decision.status == 503
+    assert isinstance(decision, Answer) and decision.status == 503
     assert data(decision)["reason"] == "pod_terminating"
     del pods.pods[name]  # gone while paid time is left: made again
     await gate.check(req(**{"x-cashu": token}))
@@ -282,13 +282,13 @@ async def test_offers_and_status_are_answered_from_memory_without_payment() -> N
     gate, pods, _, _ = setup()
     gate.metrics = metrics = PrometheusMetrics()
     offers = await gate.check(req("/.well-known/paygress/offers"))
-    assert isinstance(offers, Deny) and offers.status == 200
+    assert isinstance(offers, Answer) and offers.status == 200
     assert data(offers)["tiers"][0]["tier"] == "small"
     await gate.check(req(**{"x-cashu": make_token((16,))}))
     name = pods.created[0].name
     calls = pods.calls
     status = await gate.check(req(f"/.well-known/paygress/pods/{name}"))
-    assert isinstance(status, Deny) and status.status == 200
+    assert isinstance(status, Answer) and status.status == 200
     assert data(status)["phase"] == "Pending" and data(status)["terminating"] is False
     assert "x-paygress-pod-key" not in dict(status.headers)
     for path, code, reason in [
@@ -299,7 +299,7 @@ async def test_offers_and_status_are_answered_from_memory_without_payment() -> N
         ("x/y", 400, "bad_pod_name"),
     ]:
         answer = await gate.check(req(f"/.well-known/paygress/pods/{path}"))
-        assert isinstance(answer, Deny) and (answer.status, answer.reason) == (code, reason), path
+        assert isinstance(answer, Answer) and (answer.status, answer.reason) == (code, reason), path
     assert pods.calls == calls  # memory only
     assert metrics.checks.decisions.get(("answer", "offers"), 0) == 1
     assert metrics.checks.decisions.get(("deny", "pod_not_found"), 0) == 2
