@@ -20,6 +20,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -209,7 +210,7 @@ async def _assemble(
     config: Config, mnemonic: str, seed: Seed, resources: contextlib.AsyncExitStack
 ) -> Running:
     """Builds everything, pushing each teardown onto `resources` as soon as its resource
-    exists. The stack unwinds last-in first-out, so the push order below is the reverse of the
+    exists. The stack unwinds last-in first-out, so the build order is the reverse of the
     teardown order: servers stop first, then the background tasks, then the gate drains and
     flushes, then pods, wallet and store close."""
     store = SqliteStore(config.database_path)
@@ -217,24 +218,82 @@ async def _assemble(
     await store.open(seed_id(mnemonic))
     metrics = PrometheusMetrics()
     metrics.dry_run.set(1 if config.dry_run else 0)
+    wallet = _wallet(config, seed, store, metrics, resources)
+    pods, pod_access = await _pods(config, metrics, resources, store, seed)
+    gate = await _gate(config, wallet, store, pod_access, metrics, resources)
+    tasks = BackgroundTasks()
+    resources.push_async_callback(tasks.cancel_all)
+    listening = await _listen(config, gate, wallet, metrics, resources)
+    tasks.spawn("flush", _flush_forever(gate, config.flush_interval_seconds))
+    tasks.spawn("mint-keysets", wallet.warm_up())
+    tasks.spawn("open-swaps", _settle_open_swaps(wallet, config.payments.swap_retry_seconds))
+    return Running(
+        config=config,
+        gate=gate,
+        wallet=wallet,
+        store=store,
+        metrics=metrics,
+        pods=pods,
+        tasks=tasks,
+        resources=resources,
+        health=listening.health,
+        servers=listening.servers,
+        socket_path=listening.socket_path,
+        admin_socket_path=listening.admin_socket_path,
+        tcp_port=listening.tcp_port,
+        http_port=listening.http_port,
+        metrics_port=listening.metrics_port,
+        grace=listening.grace,
+    )
+
+
+def _wallet(
+    config: Config,
+    seed: Seed,
+    store: SqliteStore,
+    metrics: PrometheusMetrics,
+    resources: contextlib.AsyncExitStack,
+) -> OperatorWallet:
+    """The operator wallet on the store's ledger, its mint clients metered."""
 
     def mint_client(url: str) -> MintClient:
         return MintClient(
             url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
         )
 
-    payments = config.payments
     wallet = OperatorWallet(
         store.ledger,
         seed,
         config.mints,
         config.unit,
         client_factory=mint_client,
-        require_dleq=payments.require_dleq,
-        keyset_refresh_seconds=payments.keyset_refresh_seconds,
+        require_dleq=config.payments.require_dleq,
+        keyset_refresh_seconds=config.payments.keyset_refresh_seconds,
     )
     resources.push_async_callback(wallet.aclose)
-    pods, pod_access = await _pods(config, metrics, resources, store, seed)
+    metrics.gauge(
+        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swap_count
+    )
+    metrics.gauge(
+        "paygress_swaps_open_oldest_seconds",
+        "Age of the oldest swap whose outcome is not known yet (0 when none).",
+        wallet.oldest_open_swap_age,
+    )
+    return wallet
+
+
+async def _gate(
+    config: Config,
+    wallet: OperatorWallet,
+    store: SqliteStore,
+    pod_access: PodAccess | None,
+    metrics: PrometheusMetrics,
+    resources: contextlib.AsyncExitStack,
+) -> Gate:
+    """The decision, with the grants of the store loaded; at stop, redemptions under way get
+    `shutdown_timeout_seconds` and counted usage is flushed."""
+    payments = config.payments
+    budget = payments.unproven_swaps
     gate = Gate(
         Pricing(config.routes),
         GateSettings(
@@ -254,10 +313,10 @@ async def _assemble(
         pods=pod_access,
         budget=SwapBudget(
             BudgetSettings(
-                per_mint_per_minute=payments.unproven_swaps.per_mint_per_minute,
-                per_mint_burst=payments.unproven_swaps.per_mint_burst,
-                per_client_per_minute=payments.unproven_swaps.per_client_per_minute,
-                per_client_burst=payments.unproven_swaps.per_client_burst,
+                per_mint_per_minute=budget.per_mint_per_minute,
+                per_mint_burst=budget.per_mint_burst,
+                per_client_per_minute=budget.per_client_per_minute,
+                per_client_burst=budget.per_client_burst,
             ),
             time.monotonic,
         ),
@@ -273,15 +332,37 @@ async def _assemble(
         "Tokens and proofs refused for good, remembered so that replays cost no mint call.",
         gate.refusals.__len__,
     )
-    if gate.budget is not None:
-        metrics.gauge(
-            "paygress_swap_budget_clients",
-            "Client addresses with a bucket in the swap budget of unproven tokens.",
-            gate.budget.__len__,
-        )
+    metrics.gauge(
+        "paygress_swap_budget_clients",
+        "Client addresses with a bucket in the swap budget of unproven tokens.",
+        gate.budget.__len__ if gate.budget is not None else (lambda: 0),
+    )
+    return gate
 
-    tasks = BackgroundTasks()
-    resources.push_async_callback(tasks.cancel_all)
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """What `_listen` opened: the servers, and where they listen."""
+
+    health: HealthServicer
+    servers: list[grpc.aio.Server]
+    socket_path: Path
+    admin_socket_path: Path
+    tcp_port: int | None
+    http_port: int | None
+    metrics_port: int | None
+    grace: StopGrace
+
+
+async def _listen(
+    config: Config,
+    gate: Gate,
+    wallet: OperatorWallet,
+    metrics: PrometheusMetrics,
+    resources: contextlib.AsyncExitStack,
+) -> Listening:
+    """The gRPC servers (the proxy's socket, the admin socket, optional TCP) and the HTTP sites
+    (forward-auth, metrics)."""
     health = HealthServicer()
     grace = StopGrace()
     # The proxy's socket decides requests; the wallet (withdrawals!) is on a socket of its own,
@@ -310,42 +391,12 @@ async def _assemble(
         servers.append(tcp)
     http_port = metrics_port = None
     if config.listen.http:
-        http_port = await _http_site(
-            resources,
-            ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops).app(),
-            config.listen.http,
-        )
+        forward_auth = ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops)
+        http_port = await _http_site(resources, forward_auth.app(), config.listen.http)
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
-
-    tasks.spawn("flush", _flush_forever(gate, config.flush_interval_seconds))
-    tasks.spawn("mint-keysets", wallet.warm_up())
-    tasks.spawn("open-swaps", _settle_open_swaps(wallet, payments.swap_retry_seconds))
-    metrics.gauge(
-        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swap_count
-    )
-    metrics.gauge(
-        "paygress_swaps_open_oldest_seconds",
-        "Age of the oldest swap whose outcome is not known yet (0 when none).",
-        wallet.oldest_open_swap_age,
-    )
-    return Running(
-        config=config,
-        gate=gate,
-        wallet=wallet,
-        store=store,
-        metrics=metrics,
-        health=health,
-        servers=servers,
-        socket_path=socket_path,
-        admin_socket_path=admin_socket_path,
-        tcp_port=tcp_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        pods=pods,
-        tasks=tasks,
-        resources=resources,
-        grace=grace,
+    return Listening(
+        health, servers, socket_path, admin_socket_path, tcp_port, http_port, metrics_port, grace
     )
 
 
