@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     mnemonic = sub.add_parser("mnemonic", help="print a new BIP39 mnemonic for the wallet seed")
     mnemonic.set_defaults(func=_mnemonic)
 
+    pubkey = sub.add_parser(
+        "pubkey",
+        help="print the operator's lock key (NUT-11 P2PK), derived from the wallet seed of "
+        "$PAYGRESS_MNEMONIC or $PAYGRESS_MNEMONIC_FILE",
+    )
+    pubkey.set_defaults(func=_pubkey)
+
     wallet = sub.add_parser("wallet", help="the operator wallet (talks to the running server)")
     wallet.add_argument(
         "--config",
@@ -109,6 +116,20 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"mints: {', '.join(config.mints) or 'none'}")
     for rule in config.routes:
         print(f"route {rule.name}: {rule.describe(config.unit)} ({rule.mode.value})")
+    return 0
+
+
+def _pubkey(args: argparse.Namespace) -> int:
+    from paygress.cashu.nut13 import Seed
+    from paygress.config import ConfigError, load_mnemonic
+    from paygress.wallet.locks import lock_pubkey
+
+    try:
+        seed = Seed.from_mnemonic(load_mnemonic())
+    except (ConfigError, ValueError) as exc:
+        print(f"paygress: {exc}", file=sys.stderr)
+        return 2
+    print(lock_pubkey(seed))
     return 0
 
 

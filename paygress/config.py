@@ -69,6 +69,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "PAYGRESS_EVENT_LOOP": "event_loop",
     "PAYGRESS_DRY_RUN": "dry_run",
     "PAYGRESS_REQUIRE_DLEQ": "payments.require_dleq",
+    "PAYGRESS_ACCEPT_LOCKED": "offline.accept_locked",
     "PAYGRESS_NAMESPACE": "kubernetes.namespace",
     "PAYGRESS_KUBECONFIG": "kubernetes.kubeconfig",
 }
@@ -142,6 +143,21 @@ class PaymentsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    """Tokens locked to the operator's key (NUT-11) and proven by DLEQ proofs (NUT-12) are
+    accepted without a mint call, queued, and swapped in the background."""
+
+    accept_locked: bool = setting(True, lambda v, w: _bool(v, w))
+    # A lock that expires (its locktime) sooner than this is swapped at once instead.
+    locktime_margin_seconds: float = setting(600.0, lambda v, w: _float(v, w))
+    # Locked proofs waiting for their swap; beyond this, tokens are swapped at once.
+    max_queue: int = setting(10_000, _at_least(lambda v, w, m: _int(v, w, m), 1))
+    # Proofs swapped together (whole tokens), and how often the queue is worked.
+    batch_proofs: int = setting(64, _at_least(lambda v, w, m: _int(v, w, m), 1))
+    interval_seconds: float = setting(2.0, lambda v, w: _float(v, w))
+
+
+@dataclass(frozen=True, slots=True)
 class KubernetesConfig:
     """Where and how pods for payment are made (used when a route names a tier)."""
 
@@ -165,6 +181,7 @@ class Config:
     # The most one call to a mint may take, all in (connect, send, a trickling answer).
     mint_timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
     payments: PaymentsConfig = section(PaymentsConfig)
+    offline: OfflineConfig = section(OfflineConfig)
     retry_after_seconds: int = setting(5, _at_least(lambda v, w, m: _int(v, w, m), 1))
     drain_seconds: float = setting(5.0, lambda v, w: _float(v, w))
     # After the drain: how long redemptions under way may take to finish before the process

@@ -77,6 +77,10 @@ class PrometheusMetrics:
             "paygress_kubernetes_api_errors", "Failed Kubernetes API calls (before retries).",
             registry=r,
         )  # fmt: skip
+        self.locked_proofs = Counter(
+            "paygress_locked_proofs", "Proofs accepted offline (locked to the operator) by "
+            "what became of them: accepted, settled, failed, lost.", ["event"], registry=r,
+        )  # fmt: skip
         self.dry_run = Gauge(
             "paygress_dry_run", "1 when every request is allowed (dry-run mode).", registry=r
         )
@@ -96,6 +100,11 @@ class PrometheusMetrics:
             self.kube_errors.inc()
         else:
             self.pod_events.labels(event).inc()
+
+    def locked_event(self, event: str, proofs: int) -> None:
+        """Proofs accepted offline: `locked_accepted`, `locked_settled`, `locked_failed` (the
+        mint refused the swap), `locked_lost` (the mint says spent: only we could spend them)."""
+        self.locked_proofs.labels(event.removeprefix("locked_")).inc(proofs)
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time."""

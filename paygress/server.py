@@ -46,6 +46,7 @@ from paygress.pods import KubePods
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
+from paygress.wallet.locks import OfflineSettings
 
 log = logging.getLogger("paygress.server")
 
@@ -227,6 +228,7 @@ async def _assemble(
     tasks.spawn("flush", _flush_forever(gate, config.flush_interval_seconds))
     tasks.spawn("mint-keysets", wallet.warm_up())
     tasks.spawn("open-swaps", _settle_open_swaps(wallet, config.payments.swap_retry_seconds))
+    tasks.spawn("locked-queue", _settle_locked_forever(wallet, config.offline.interval_seconds))
     return Running(
         config=config,
         gate=gate,
@@ -261,6 +263,7 @@ def _wallet(
             url, timeout=config.mint_timeout_seconds, transport=metrics.mint_transport(url)
         )
 
+    offline = config.offline
     wallet = OperatorWallet(
         store.ledger,
         seed,
@@ -269,6 +272,13 @@ def _wallet(
         client_factory=mint_client,
         require_dleq=config.payments.require_dleq,
         keyset_refresh_seconds=config.payments.keyset_refresh_seconds,
+        offline=OfflineSettings(
+            accept_locked=offline.accept_locked,
+            locktime_margin_seconds=offline.locktime_margin_seconds,
+            max_queue=offline.max_queue,
+            batch_proofs=offline.batch_proofs,
+        ),
+        events=metrics.locked_event,
     )
     resources.push_async_callback(wallet.aclose)
     metrics.gauge(
@@ -278,6 +288,16 @@ def _wallet(
         "paygress_swaps_open_oldest_seconds",
         "Age of the oldest swap whose outcome is not known yet (0 when none).",
         wallet.oldest_open_swap_age,
+    )
+    metrics.gauge(
+        "paygress_locked_queue_proofs",
+        "Proofs accepted offline (locked to the operator), waiting for their swap.",
+        wallet.locked_count,
+    )
+    metrics.gauge(
+        "paygress_locked_queue_oldest_seconds",
+        "Age of the oldest proof accepted offline and not swapped yet (0 when none).",
+        wallet.oldest_locked_age,
     )
     return wallet
 
@@ -553,6 +573,21 @@ async def _flush_forever(gate: Gate, interval: float) -> None:
             await gate.flush()
         except Exception:
             log.exception("could not persist grant usage; will retry")
+
+
+async def _settle_locked_forever(wallet: OperatorWallet, interval: float) -> None:
+    """Swaps the proofs accepted offline, a batch at a time, every `interval` (at once again
+    while batches come full; backing off to a minute while the mint fails)."""
+    delay = interval
+    while True:
+        try:
+            queued = await wallet.refresh_locked()
+            settled = await wallet.settle_locked() if queued else 0
+            delay = 0.0 if settled and settled < queued else interval
+        except Exception as exc:
+            log.warning("swapping locked proofs failed (%s); will retry", exc)
+            delay = min(max(delay, interval) * 2, 60.0)
+        await asyncio.sleep(delay)
 
 
 async def _settle_open_swaps(wallet: OperatorWallet, interval: float) -> None:

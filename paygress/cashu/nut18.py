@@ -1,7 +1,8 @@
 """NUT-18 payment requests (``creqA`` + base64url CBOR), as used by NUT-24 ``X-Cashu`` 402s.
 
 Only the fields Paygress needs are modelled. NUT-24 in-band payment means "no transport",
-so ``"t"`` is never written; on decode ``"t"``, ``"nut10"`` and unknown keys are ignored.
+so ``"t"`` is never written; on decode ``"t"`` and unknown keys are ignored. ``"nut10"`` asks
+the payer to lock the proofs (e.g. P2PK to the receiver's key, NUT-11).
 """
 
 from __future__ import annotations
@@ -15,11 +16,27 @@ from typing import Any
 
 import cbor2
 
-__all__ = ["PREFIX", "PaymentRequest", "decode_payment_request", "encode_payment_request"]
+__all__ = [
+    "PREFIX",
+    "Nut10Option",
+    "PaymentRequest",
+    "decode_payment_request",
+    "encode_payment_request",
+]
 
 PREFIX = "creqA"
 MAX_REQUEST_CHARS = 10_000
 _B64_RE = re.compile(r"[A-Za-z0-9_\-+/]*={0,2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Nut10Option:
+    """A spending condition the payer should lock the proofs with (NUT-10): `kind` and
+    `data`, e.g. ("P2PK", <the receiver's public key>)."""
+
+    kind: str
+    data: str
+    tags: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +49,7 @@ class PaymentRequest:
     description: str | None
     id: str | None
     single_use: bool | None
+    nut10: Nut10Option | None = None
 
 
 def encode_payment_request(pr: PaymentRequest) -> str:
@@ -49,6 +67,11 @@ def encode_payment_request(pr: PaymentRequest) -> str:
         doc["m"] = list(pr.mints)
     if pr.description is not None:
         doc["d"] = pr.description
+    if pr.nut10 is not None:
+        lock: dict[str, Any] = {"k": pr.nut10.kind, "d": pr.nut10.data}
+        if pr.nut10.tags:
+            lock["t"] = [list(t) for t in pr.nut10.tags]
+        doc["nut10"] = lock
     encoded = base64.urlsafe_b64encode(cbor2.dumps(doc)).decode("ascii").rstrip("=")
     return PREFIX + encoded
 
@@ -100,4 +123,16 @@ def decode_payment_request(s: str) -> PaymentRequest:
         description=_opt(doc, "d", str),
         id=_opt(doc, "i", str),
         single_use=_opt(doc, "s", bool),
+        nut10=_nut10(_opt(doc, "nut10", dict)),
     )
+
+
+def _nut10(lock: dict[Any, Any] | None) -> Nut10Option | None:
+    if lock is None:
+        return None
+    kind, data, tags = lock.get("k"), lock.get("d"), lock.get("t") or []
+    if type(kind) is not str or type(data) is not str or type(tags) is not list:
+        raise ValueError("payment request nut10 must hold a kind and data")
+    if not all(type(t) is list and all(type(v) is str for v in t) for t in tags):
+        raise ValueError("payment request nut10 tags must be lists of strings")
+    return Nut10Option(kind, data, tuple(tuple(t) for t in tags))

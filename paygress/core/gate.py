@@ -485,6 +485,7 @@ class Gate:
         """A denial that asks for payment. The same few repeat (every unpaid request to a
         route gets the same 402), so they are built once (per known mint fee)."""
         fee_ppk = self.wallet.input_fee_ppk()
+        lock = self.wallet.lock_pubkey()
         key = (rule, status, reason, message, fee_ppk)
         denial = self._denials.get(key)
         if denial is None:
@@ -498,6 +499,7 @@ class Gate:
                 unit=self.settings.unit,
                 mints=self.settings.mints,
                 amount=asked_amount(rule.price, fee_ppk),
+                lock=lock,
             )
             if len(self._denials) >= 1024:
                 self._denials.clear()

@@ -41,6 +41,7 @@ class CountersBusy(Exception):
 class SwapKind(enum.StrEnum):
     REDEEM = "redeem"  # a client's token into our outputs (the grant is in the record)
     WITHDRAW = "withdraw"  # our proofs into a payout part and change
+    SETTLE = "settle"  # proofs accepted offline (locked to us) into our outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,27 @@ class Balance:
     unit: str
     spendable: int
     pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockedProof:
+    """A proof accepted offline: locked to the operator's key (NUT-11) and proven by its DLEQ
+    proof (NUT-12), waiting in the queue to be swapped into our outputs."""
+
+    proof: Proof
+    mint: str
+    unit: str
+    fingerprint: str  # of the token it came in: a token's proofs are swapped together
+    accepted_at: float
+
+
+class ProofsKnown(Exception):
+    """A proof offered for offline acceptance is held already (queued, being swapped, or ours):
+    the token, or part of it, was used here before."""
+
+
+class QueueFull(Exception):
+    """The queue of locked proofs holds its maximum: take the online path."""
 
 
 class LedgerError(RuntimeError):
@@ -160,3 +182,35 @@ class Ledger(Protocol):
         ...
 
     async def settle_withdrawn(self, spent_ys: Sequence[str]) -> None: ...
+
+    # -- proofs accepted offline -------------------------------------------------------------
+    # Invariant: a locked proof is in the queue from its acceptance (with the grant it pays for,
+    # in one transaction) until the swap that spends it settles; a `settle` swap record takes
+    # queued proofs (`begin_swap`), and abandoning it puts them back (or, spent by someone
+    # else, marks them lost). Locked proofs are the only ecash restore cannot recover from the
+    # seed until they are swapped: the queue is drained within seconds.
+
+    async def accept_locked(
+        self,
+        fingerprint: str,
+        mint: str,
+        unit: str,
+        proofs: Sequence[Proof],
+        grant: Grant,
+        *,
+        max_queue: int,
+    ) -> None:
+        """Queues the proofs and writes the grant they pay for, in one transaction. Raises
+        ProofsKnown if any proof is held already, or was ever swapped by us (the inputs of
+        settled redemptions are remembered for this), QueueFull beyond `max_queue` queued
+        proofs."""
+        ...
+
+    async def locked_queue(self, limit: int) -> list[LockedProof]:
+        """Queued proofs, oldest first, whole tokens only, at most `limit` (at least one
+        token)."""
+        ...
+
+    async def locked_summary(self) -> tuple[int, float]:
+        """(proofs queued or being swapped, acceptance time of the oldest; 0.0 when none)."""
+        ...

@@ -67,12 +67,15 @@ class SettledMeanwhile(TryAgainLater):
 class Verified:
     """A token checked against its mint's keys (no swap yet): `inputs` are its proofs with
     full keyset ids, `fee` the mint's input fee for them, `proven` when every proof carries a
-    valid DLEQ proof (NUT-12), i.e. the mint provably signed them."""
+    valid DLEQ proof (NUT-12), i.e. the mint provably signed them; `offline` when, besides,
+    every proof is locked to the operator's key alone (NUT-11) long enough for it to be
+    accepted now and swapped later."""
 
     token: Token
     inputs: tuple[Proof, ...]
     fee: int
     proven: bool
+    offline: bool = False
 
 
 class Wallet(Protocol):
@@ -81,6 +84,11 @@ class Wallet(Protocol):
     def input_fee_ppk(self) -> int:
         """The highest input fee (parts per thousand per proof) of the accepted mints' active
         keysets, as far as known (0 before): what a 402 asks for on top of the price."""
+        ...
+
+    def lock_pubkey(self) -> str | None:
+        """The key a 402 asks payers to lock to (NUT-11), or None when locked tokens are not
+        accepted offline."""
         ...
 
     async def verify(self, token: Token) -> Verified:
@@ -95,9 +103,10 @@ class Wallet(Protocol):
         grant_for: Callable[[Received], Grant],
         admit: Callable[[], None],
     ) -> Grant:
-        """Swaps the token into the wallet; persists the new proofs and the grant together
-        before returning. `admit` is called just before a new swap is sent (it raises
-        TryAgainLater when the swap budget is spent). Raises PaymentRejected or TryAgainLater."""
+        """Swaps the token into the wallet (or, `offline`, queues its locked proofs for a later
+        swap); persists the proofs and the grant together before returning. `admit` is called
+        just before a new swap is sent (it raises TryAgainLater when the swap budget is spent).
+        Raises PaymentRejected or TryAgainLater."""
         ...
 
 

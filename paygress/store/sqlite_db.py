@@ -74,6 +74,22 @@ CREATE TABLE IF NOT EXISTS swaps (
     unknown INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS locked_proofs (
+    y TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    mint TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    proof TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'swapping', 'lost')),
+    swap_id TEXT,
+    accepted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS locked_by_state ON locked_proofs (state, accepted_at);
+CREATE TABLE IF NOT EXISTS received_inputs (
+    y TEXT PRIMARY KEY,
+    swap_id TEXT NOT NULL,
+    received_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS withdrawals (
     id TEXT PRIMARY KEY,
     mint TEXT NOT NULL,

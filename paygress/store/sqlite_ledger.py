@@ -21,15 +21,21 @@ from paygress.core.ledger import (
     RESTORE_GAP_COUNTERS,
     Balance,
     CountersBusy,
+    LockedProof,
     NewSwap,
+    ProofsKnown,
+    QueueFull,
     SwapKind,
     SwapRecord,
 )
+from paygress.core.model import Grant
 from paygress.store.codec import (
     dleq_from_json,
     dleq_to_json,
     grant_from_json,
     grant_to_json,
+    proof_from_dict,
+    proof_to_dict,
     proofs_from_json,
     proofs_to_json,
 )
@@ -101,6 +107,26 @@ class SqliteLedger:
     async def settle_withdrawn(self, spent_ys: Sequence[str]) -> None:
         await self.db.run(self._settle_withdrawn, list(spent_ys))
 
+    async def accept_locked(
+        self,
+        fingerprint: str,
+        mint: str,
+        unit: str,
+        proofs: Sequence[Proof],
+        grant: Grant,
+        *,
+        max_queue: int,
+    ) -> None:
+        await self.db.run(
+            self._accept_locked, fingerprint, mint, unit, list(proofs), grant, max_queue
+        )
+
+    async def locked_queue(self, limit: int) -> list[LockedProof]:
+        return await self.db.run(self._locked_queue, limit)
+
+    async def locked_summary(self) -> tuple[int, float]:
+        return await self.db.run(self._locked_summary)
+
     # -- in the worker thread ---------------------------------------------------------------
 
     def _all_unknown(self) -> None:
@@ -147,6 +173,15 @@ class SqliteLedger:
                     "UPDATE proofs SET state = 'reserved' WHERE y = ? AND state = 'unspent'",
                     [(p.y(),) for p in record.inputs],
                 )
+            if record.kind is SwapKind.SETTLE:
+                for proof in record.inputs:
+                    taken = tx.execute(
+                        "UPDATE locked_proofs SET state = 'swapping', swap_id = ?"
+                        " WHERE y = ? AND state = 'queued'",
+                        (record.id, proof.y()),
+                    ).rowcount
+                    if not taken:
+                        raise ProofsKnown(f"locked proof {proof.y()[:16]} is not queued")
         return record
 
     def _mark_unknown(self, swap_id: str) -> None:
@@ -175,6 +210,14 @@ class SqliteLedger:
                     "UPDATE proofs SET state = 'spent' WHERE y = ?",
                     [(p.y(),) for p in record.inputs],
                 )
+            if record.kind is SwapKind.SETTLE:
+                tx.execute("DELETE FROM locked_proofs WHERE swap_id = ?", (record.id,))
+            if record.kind in (SwapKind.REDEEM, SwapKind.SETTLE):
+                # Spent now, by us: never to be accepted offline again, in any token.
+                tx.executemany(
+                    "INSERT OR IGNORE INTO received_inputs VALUES (?, ?, ?)",
+                    [(p.y(), record.id, now) for p in record.inputs],
+                )
             tx.execute("DELETE FROM swaps WHERE id = ?", (record.id,))
 
     def _abandon_swap(self, record: SwapRecord, release: bool, inputs_spent: bool) -> None:
@@ -191,6 +234,11 @@ class SqliteLedger:
                 tx.executemany(
                     "UPDATE proofs SET state = ? WHERE y = ? AND state = 'reserved'",
                     [("spent" if inputs_spent else "unspent", p.y()) for p in record.inputs],
+                )
+            if record.kind is SwapKind.SETTLE:
+                tx.execute(
+                    "UPDATE locked_proofs SET state = ?, swap_id = NULL WHERE swap_id = ?",
+                    ("lost" if inputs_spent else "queued", record.id),
                 )
 
     def _counter_mark(self, keyset_id: str) -> int:
@@ -271,6 +319,66 @@ class SqliteLedger:
                 " 'pending' AND withdrawal_id IS NOT NULL)",
                 (now,),
             )
+
+    def _accept_locked(
+        self,
+        fingerprint: str,
+        mint: str,
+        unit: str,
+        proofs: list[Proof],
+        grant: Grant,
+        max_queue: int,
+    ) -> None:
+        now = time.time()
+        ys = [p.y() for p in proofs]
+        with self.db.tx() as tx:
+            for y in ys:
+                held = tx.execute(
+                    "SELECT 1 FROM locked_proofs WHERE y = ? UNION ALL"
+                    " SELECT 1 FROM received_inputs WHERE y = ? UNION ALL"
+                    " SELECT 1 FROM proofs WHERE y = ?",
+                    (y, y, y),
+                ).fetchone()
+                if held:
+                    raise ProofsKnown(f"proof {y[:16]} is held already")
+            queued = tx.execute(
+                "SELECT COUNT(*) FROM locked_proofs WHERE state != 'lost'"
+            ).fetchone()[0]
+            if queued + len(proofs) > max_queue:
+                raise QueueFull(f"{queued} locked proofs queued")
+            tx.executemany(
+                "INSERT INTO locked_proofs (y, fingerprint, mint, unit, proof, accepted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (y, fingerprint, mint, unit, json.dumps(proof_to_dict(p)), now)
+                    for y, p in zip(ys, proofs, strict=True)
+                ],
+            )
+            insert_grant(tx, grant, now)
+
+    def _locked_queue(self, limit: int) -> list[LockedProof]:
+        with self.db.tx() as tx:
+            rows = tx.execute(
+                "SELECT fingerprint, mint, unit, proof, accepted_at FROM locked_proofs"
+                " WHERE state = 'queued' ORDER BY accepted_at, fingerprint, y"
+            ).fetchall()
+        tokens: dict[str, list[LockedProof]] = {}
+        for fp, mint, unit, proof, accepted in rows:
+            locked = LockedProof(proof_from_dict(json.loads(proof)), mint, unit, fp, accepted)
+            tokens.setdefault(fp, []).append(locked)
+        batch: list[LockedProof] = []
+        for token in tokens.values():
+            if batch and len(batch) + len(token) > limit:
+                break
+            batch += token
+        return batch
+
+    def _locked_summary(self) -> tuple[int, float]:
+        with self.db.tx() as tx:
+            count, oldest = tx.execute(
+                "SELECT COUNT(*), MIN(accepted_at) FROM locked_proofs WHERE state != 'lost'"
+            ).fetchone()
+        return int(count), float(oldest or 0.0)
 
 
 def _reserve(tx: _Cursor, keyset_id: str, count: int) -> tuple[int, ...]:

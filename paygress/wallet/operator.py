@@ -8,22 +8,26 @@ allow-listed, so a token can never make Paygress contact an arbitrary host.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from paygress.cashu.errors import MintError, MintProtocolError
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import Proof, Token
+from paygress.cashu.nut11 import parse_p2pk, sign_p2pk, witness
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.outputs import input_fee, select_proofs, split_amount
 from paygress.cashu.token import encode_token_v4
-from paygress.core.ledger import Balance, Ledger, NewSwap, SwapKind
+from paygress.core.ledger import Balance, Ledger, NewSwap, ProofsKnown, QueueFull, SwapKind
 from paygress.core.model import Grant, Received
 from paygress.core.ports import PaymentRejected, SettledMeanwhile, TryAgainLater, Verified
 from paygress.core.pricing import normalize_mint_url
 from paygress.wallet.keysets import MintKeysets, UnknownKeyset
+from paygress.wallet.locks import OfflineSettings, can_sign, lock_key, lock_pubkey
 from paygress.wallet.restore import scan
 from paygress.wallet.swaps import CountersBehind, SwapGone, SwapNotSettled, SwapRefused, Swaps
 from paygress.wallet.verify import check_proofs
@@ -52,6 +56,8 @@ class OperatorWallet:
         client_factory: ClientFactory | None = None,
         require_dleq: bool = False,
         keyset_refresh_seconds: float = 60.0,
+        offline: OfflineSettings | None = None,
+        events: Callable[[str, int], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.seed = seed
@@ -71,6 +77,11 @@ class OperatorWallet:
         self.swaps = Swaps(ledger, seed, self.client, self._keys)
         self._payout_lock = asyncio.Lock()
         self._open_swaps: tuple[int, float] = (0, 0.0)
+        self._locked: tuple[int, float] = (0, 0.0)
+        self._lock_key = lock_key(seed)
+        self.pubkey = lock_pubkey(seed)
+        self.offline = offline or OfflineSettings()
+        self.events = events or (lambda _event, _count: None)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -135,7 +146,37 @@ class OperatorWallet:
         if problem is not None:
             raise PaymentRejected(problem.reason, problem.message)
         fee = input_fee(inputs, keysets.fee_ppk())
-        return Verified(token=token, inputs=tuple(inputs), fee=fee, proven=proven)
+        offline = proven and self._offline_eligible(inputs)
+        return Verified(token=token, inputs=tuple(inputs), fee=fee, proven=proven, offline=offline)
+
+    def _offline_eligible(self, inputs: Sequence[Proof]) -> bool:
+        """Every proof locked to our key alone, long enough (NUT-11); refuses proofs locked to
+        a key we cannot sign for (nobody but their owner can spend those: not a payment)."""
+        now = time.time()
+        eligible = self.offline.accept_locked
+        for proof in inputs:
+            try:
+                lock = parse_p2pk(proof.secret)
+            except ValueError:
+                raise PaymentRejected(
+                    "bad_lock", "A proof's spending condition (NUT-10) is malformed."
+                ) from None
+            if lock is None:
+                eligible = False
+            elif not can_sign(lock, self.pubkey):
+                raise PaymentRejected(
+                    "locked_to_another_key",
+                    "The token is locked (NUT-11) to a key this gateway cannot sign for; lock it "
+                    f"to {self.pubkey}, or send it unlocked.",
+                )
+            elif not lock.spendable_only_by(
+                self.pubkey, now=now, margin=self.offline.locktime_margin_seconds
+            ):
+                eligible = False
+        return eligible
+
+    def lock_pubkey(self) -> str | None:
+        return self.pubkey if self.offline.accept_locked else None
 
     async def redeem(
         self,
@@ -156,8 +197,11 @@ class OperatorWallet:
                 assert record.grant is not None
                 return record.grant
             grant = grant_for(Received(amount_in=token.amount, fee=verified.fee))
+            if verified.offline and await self._accept_offline(verified, fingerprint, grant):
+                return grant
             net = token.amount - verified.fee
-            await self._swap_in(mint, fingerprint, verified.inputs, net, grant, admit)
+            inputs = self._signed(verified.inputs)
+            await self._swap_in(mint, fingerprint, inputs, net, grant, admit)
             return grant
         except SwapRefused as exc:
             if exc.spent:
@@ -187,6 +231,89 @@ class OperatorWallet:
             ) from None
         except MintError as exc:
             raise _unreachable(mint, exc) from None
+
+    async def _accept_offline(self, verified: Verified, fingerprint: str, grant: Grant) -> bool:
+        """Queues the token's locked proofs with its grant: no mint call. False when the queue
+        is full (the caller swaps online instead)."""
+        token = verified.token
+        try:
+            await self.ledger.accept_locked(
+                fingerprint,
+                normalize_mint_url(token.mint),
+                self.unit,
+                verified.inputs,
+                grant,
+                max_queue=self.offline.max_queue,
+            )
+        except QueueFull:
+            log.warning("queue of locked proofs is full: swapping token %s now", fingerprint[:16])
+            return False
+        except ProofsKnown:
+            raise PaymentRejected(
+                "already_spent", "The token's proofs were spent here before."
+            ) from None
+        self.events("locked_accepted", len(verified.inputs))
+        return True
+
+    def _signed(self, proofs: Sequence[Proof]) -> tuple[Proof, ...]:
+        """The proofs, those locked to us with our NUT-11 signature as their witness."""
+        signed = []
+        for proof in proofs:
+            lock = parse_p2pk(proof.secret)
+            if lock is not None and can_sign(lock, self.pubkey):
+                proof = replace(proof, witness=witness(sign_p2pk(proof.secret, self._lock_key)))
+            signed.append(proof)
+        return tuple(signed)
+
+    async def settle_locked(self) -> int:
+        """Swaps one batch of queued locked proofs (whole tokens, one mint) into our outputs;
+        returns how many proofs settled. A proof the mint reports spent is an alarm: only we
+        could spend it."""
+        batch = await self.ledger.locked_queue(self.offline.batch_proofs)
+        if not batch:
+            return 0
+        mint = batch[0].mint
+        proofs = self._signed([lp.proof for lp in batch if lp.mint == mint])
+        keysets = self.keysets(mint)
+        keyset, keys = await keysets.active()
+        net = sum(p.amount for p in proofs) - input_fee(proofs, keysets.fee_ppk())
+        digest = hashlib.sha256("".join(sorted(p.y() for p in proofs)).encode()).hexdigest()
+        swap = NewSwap(
+            id=f"settle:{digest}",
+            kind=SwapKind.SETTLE,
+            mint=mint,
+            unit=self.unit,
+            keyset_id=keyset.id,
+            amounts=tuple(split_amount(net, keys)),
+            inputs=proofs,
+        )
+        try:
+            await self.swaps.run(swap)
+        except SwapRefused as exc:
+            event = "locked_lost" if exc.spent else "locked_failed"
+            self.events(event, len(proofs))
+            log.error(
+                "locked proofs %s %s at %s: %s",
+                digest[:16],
+                "spent by someone else" if exc.spent else "refused",
+                mint,
+                exc.detail,
+            )
+            return 0
+        self.events("locked_settled", len(proofs))
+        return len(proofs)
+
+    async def refresh_locked(self) -> int:
+        """Reads the queue of locked proofs (for the gauges); returns how many wait."""
+        self._locked = await self.ledger.locked_summary()
+        return self._locked[0]
+
+    def locked_count(self) -> float:
+        return float(self._locked[0])
+
+    def oldest_locked_age(self) -> float:
+        count, oldest = self._locked
+        return max(0.0, time.time() - oldest) if count else 0.0
 
     async def _swap_in(
         self,

@@ -354,3 +354,18 @@ async def test_wallet_withdraw_from_empty_wallet_at_named_mint_returns_1(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "not enough ecash" in captured.err
+
+
+def test_pubkey_prints_the_lock_key_of_the_seed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paygress.wallet.locks import lock_pubkey
+
+    monkeypatch.setenv("PAYGRESS_MNEMONIC", MNEMONIC)
+    assert main(["pubkey"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == lock_pubkey(Seed.from_mnemonic(MNEMONIC))
+    assert len(printed) == 66 and printed[:2] in ("02", "03")
+    monkeypatch.delenv("PAYGRESS_MNEMONIC")
+    assert main(["pubkey"]) == 2
+    assert "no wallet mnemonic" in capsys.readouterr().err

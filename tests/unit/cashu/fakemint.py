@@ -15,6 +15,7 @@ import httpx
 from coincurve import PrivateKey, PublicKey
 
 from paygress.cashu.crypto import SECP256K1_N, hash_e, hash_to_curve, parse_point
+from paygress.cashu.nut11 import parse_p2pk, verify_p2pk_signature
 
 DLEQ_NONCE_DST = b"Cashu_DLEQ_R_v1"
 
@@ -143,6 +144,19 @@ class FakeMint:
             return httpx.Response(200, json={"states": states})
         return httpx.Response(404, json={"detail": "Not Found"})
 
+    def _spending_condition(self, proof: dict[str, Any]) -> httpx.Response | None:
+        """NUT-11 P2PK (SIG_INPUTS, one key): a signature of the secret by the locked key."""
+        lock = parse_p2pk(proof["secret"])
+        if lock is None:
+            return None
+        try:
+            signatures = json.loads(proof.get("witness") or "{}").get("signatures", [])
+        except ValueError:
+            signatures = []
+        if not any(verify_p2pk_signature(proof["secret"], lock.pubkeys[0], s) for s in signatures):
+            return self._error("no valid signature for the locked proof", 0)
+        return None
+
     def _keyset_json(self) -> dict[str, Any]:
         return {
             "id": self.keyset_id,
@@ -158,6 +172,9 @@ class FakeMint:
         for p in inputs:
             if p["id"] != self.keyset_id:
                 return self._error(f"keyset {p['id']} unknown", 0)
+            refusal = self._spending_condition(p)
+            if refusal is not None:
+                return refusal
             y = hash_to_curve(p["secret"].encode())
             c = parse_point(p["C"])
             if c.format() != y.multiply(self.privkeys[p["amount"]]).format():

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paygress.cashu.nut18 import PaymentRequest, decode_payment_request, encode_payment_request
+from paygress.cashu.nut18 import (
+    Nut10Option,
+    PaymentRequest,
+    decode_payment_request,
+    encode_payment_request,
+)
 from tests.unit.cashu.vectors import SPEC_CREQ_BASIC, SPEC_CREQ_COMPLETE, SPEC_CREQ_MINIMAL
 
 
@@ -30,7 +35,7 @@ def test_spec_basic() -> None:
     )
 
 
-def test_spec_complete_ignores_transport_and_nut10() -> None:
+def test_spec_complete_ignores_transport_and_reads_nut10() -> None:
     assert decode_payment_request(SPEC_CREQ_COMPLETE) == PaymentRequest(
         amount=1000,
         unit="sat",
@@ -38,7 +43,18 @@ def test_spec_complete_ignores_transport_and_nut10() -> None:
         description="Product purchase",
         id="4840f51e",
         single_use=True,
+        nut10=Nut10Option(
+            "P2PK",
+            "03baf0c3ac220366c2c397bf930579c4163435584f573b10910987c544c59e61f1",
+            (("purpose", "offline"),),
+        ),
     )
+
+
+def test_a_p2pk_lock_roundtrips() -> None:
+    lock = Nut10Option("P2PK", "02" + "ab" * 32)
+    pr = PaymentRequest(3, "sat", ("https://mint.a",), None, None, None, lock)
+    assert decode_payment_request(encode_payment_request(pr)) == pr
 
 
 def test_spec_minimal_roundtrips_exactly() -> None:

@@ -52,6 +52,7 @@ class FakeWallet:
         self.fee = fee
         self.fee_ppk = fee_ppk
         self.proven = proven
+        self.lock: str | None = None
         self.error: RedeemError | None = None
         self.verify_error: RedeemError | None = None
         self.calls = 0
@@ -61,6 +62,9 @@ class FakeWallet:
 
     def input_fee_ppk(self) -> int:
         return self.fee_ppk
+
+    def lock_pubkey(self) -> str | None:
+        return self.lock
 
     async def verify(self, token: Token) -> Verified:
         self.verifies += 1

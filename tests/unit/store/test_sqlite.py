@@ -4,6 +4,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,52 @@ async def test_no_more_counters_than_restore_crosses_are_held_by_open_swaps(
         await ledger.begin_swap(redeem("c", (1,)))
     await ledger.abandon_swap(big, release_counters=True)
     assert (await ledger.begin_swap(redeem("c", (1,)))).counters == (0,)
+
+
+async def test_locked_proofs_are_queued_with_their_grant_and_swapped_whole_tokens_at_a_time(
+    store: SqliteStore,
+) -> None:
+    from paygress.core.ledger import ProofsKnown, QueueFull
+
+    ledger = store.ledger
+    a, b = [proof(4, 10), proof(2, 11)], [proof(8, 12)]
+    await ledger.accept_locked("fa", MINT, "sat", a, grant("fa"), max_queue=10)
+    await ledger.accept_locked("fb", MINT, "sat", b, grant("fb"), max_queue=10)
+    assert await store.grants.get_grant("fa") == grant("fa")
+    with pytest.raises(ProofsKnown):  # the same proof in another token
+        await ledger.accept_locked("fc", MINT, "sat", [a[0]], grant("fc"), max_queue=10)
+    with pytest.raises(QueueFull):
+        await ledger.accept_locked("fd", MINT, "sat", [proof(1, 13)] * 8, grant("fd"), max_queue=10)
+    assert await store.grants.get_grant("fc") is None  # nothing of a refusal is kept
+    count, oldest = await ledger.locked_summary()
+    assert count == 3 and oldest > 0
+    batch = await ledger.locked_queue(limit=2)  # whole tokens: "fa" (2 proofs) only
+    assert [lp.fingerprint for lp in batch] == ["fa", "fa"]
+    settle = NewSwap(
+        "settle:1", SwapKind.SETTLE, MINT, "sat", KEYSET, (5,), tuple(lp.proof for lp in batch)
+    )
+    record = await ledger.begin_swap(settle)
+    with pytest.raises(ProofsKnown):  # another worker cannot take them twice
+        await ledger.begin_swap(replace(settle, id="settle:2"))
+    assert [lp.fingerprint for lp in await ledger.locked_queue(limit=10)] == ["fb"]
+    await ledger.abandon_swap(record, release_counters=True)  # back to the queue
+    assert len(await ledger.locked_queue(limit=10)) == 3
+    record = await ledger.begin_swap(settle)
+    await ledger.settle_swap(record, [proof(4, 20), proof(1, 21)])
+    assert await ledger.locked_summary() == (1, (await ledger.locked_queue(10))[0].accepted_at)
+    [balance] = await ledger.balances()
+    assert balance.spendable == 5
+    # A proof once ours can never be accepted offline again.
+    with pytest.raises(ProofsKnown):
+        await ledger.accept_locked("fe", MINT, "sat", [proof(4, 20)], grant("fe"), max_queue=10)
+
+
+async def test_locked_proofs_spent_by_someone_else_are_kept_as_lost(store: SqliteStore) -> None:
+    ledger = store.ledger
+    await ledger.accept_locked("fa", MINT, "sat", [proof(4, 10)], grant("fa"), max_queue=10)
+    [locked] = await ledger.locked_queue(limit=10)
+    settle = NewSwap("settle:1", SwapKind.SETTLE, MINT, "sat", KEYSET, (3,), (locked.proof,))
+    record = await ledger.begin_swap(settle)
+    await ledger.abandon_swap(record, release_counters=True, inputs_spent=True)
+    assert await ledger.locked_queue(limit=10) == []
+    assert await ledger.locked_summary() == (0, 0.0)

@@ -5,7 +5,9 @@ restore. The mint's lost answers and late completions are injected at the HTTP t
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,9 +60,9 @@ class Mint:
     def calls(self, path: str) -> int:
         return sum(1 for _, p, _ in self.fake.requests if p == path)
 
-    def issue(self, amount: int, *, dleq: bool = False) -> Proof:
+    def issue(self, amount: int, *, dleq: bool = False, secret: str | None = None) -> Proof:
         """A real proof, blinded and signed as a wallet gets it (with the NUT-12 proof)."""
-        secret = secrets.token_hex(32)
+        secret = secret or secrets.token_hex(32)
         r = secrets.token_bytes(32)
         b_ = blind_message(secret.encode(), r)
         sig = self.fake.sign_output(amount, b_)
@@ -70,8 +72,26 @@ class Mint:
             proof = replace(proof, dleq=DLEQ(sig["dleq"]["e"], sig["dleq"]["s"], r.hex()))
         return proof
 
-    def token(self, *amounts: int, dleq: bool = False) -> Token:
-        return Token(URL, "sat", tuple(self.issue(a, dleq=dleq) for a in amounts), None, 4)
+    def token(
+        self,
+        *amounts: int,
+        dleq: bool = False,
+        lock: str | None = None,
+        locktime: int | None = None,
+    ) -> Token:
+        """A token of real proofs; with `lock`, each locked to that key (NUT-11 P2PK)."""
+
+        def secret() -> str | None:
+            if lock is None:
+                return None
+            tags = [["sigflag", "SIG_INPUTS"]]
+            if locktime is not None:
+                tags.append(["locktime", str(locktime)])
+            body = {"nonce": secrets.token_hex(16), "data": lock, "tags": tags}
+            return json.dumps(["P2PK", body])
+
+        proofs = tuple(self.issue(a, dleq=dleq, secret=secret()) for a in amounts)
+        return Token(URL, "sat", proofs, None, 4)
 
     def fake_token(self, *amounts: int) -> Token:
         """Well-formed proofs for the mint's keyset that the mint never signed."""
@@ -416,3 +436,96 @@ async def test_a_swap_waits_for_room_and_then_says_try_later(setup: Setup) -> No
         await setup.redeem(setup.mint.token(8))
     assert info.value.reason == "mint_unavailable"
     assert setup.mint.calls("/v1/swap") == 0
+
+
+# -- offline acceptance of tokens locked to us --------------------------------------------------
+
+
+async def test_a_locked_proven_token_is_accepted_without_the_mint_and_swapped_later(
+    setup: Setup,
+) -> None:
+    events: list[tuple[str, int]] = []
+    setup.wallet.events = lambda event, count: events.append((event, count))
+    token = setup.mint.token(8, 4, dleq=True, lock=setup.wallet.pubkey)
+    await setup.wallet.verify(setup.mint.token(1))  # keysets and keys known already
+    calls = len(setup.mint.fake.requests)
+    verified = await setup.wallet.verify(token)
+    assert verified.offline
+    grant = await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    assert grant.paid == 11 and len(setup.mint.fake.requests) == calls, "no mint call"
+    assert await setup.store.grants.get_grant(fp(token)) == grant
+    count, oldest = await setup.wallet.ledger.locked_summary()
+    assert count == 2 and abs(oldest - time.time()) < 5
+    assert await setup.wallet.settle_locked() == 2
+    assert setup.mint.calls("/v1/swap") == 1
+    assert await setup.wallet.ledger.locked_queue(10) == []
+    assert await setup.balance() == (11, 0)
+    assert events == [("locked_accepted", 2), ("locked_settled", 2)]
+    # The same proofs again, in any token: refused.
+    again = await setup.wallet.verify(replace(token, proofs=token.proofs[:1]))
+    with pytest.raises(PaymentRejected) as info:
+        await setup.wallet.redeem(again, "other", grant_for(token), lambda: None)
+    assert info.value.reason == "already_spent"
+
+
+async def test_a_proof_redeemed_online_is_never_accepted_offline_later(setup: Setup) -> None:
+    """Paid once online (no DLEQ proofs), then the same proof offered again with them."""
+    token = setup.mint.token(8, dleq=True, lock=setup.wallet.pubkey)
+    bare = replace(token, proofs=tuple(replace(p, dleq=None) for p in token.proofs))
+    online = await setup.wallet.verify(bare)
+    assert not online.offline
+    await setup.wallet.redeem(online, fp(bare), grant_for(bare), lambda: None)
+    offline = await setup.wallet.verify(token)
+    assert offline.offline
+    with pytest.raises(PaymentRejected) as info:
+        await setup.wallet.redeem(offline, "another-fingerprint", grant_for(token), lambda: None)
+    assert info.value.reason == "already_spent"
+
+
+async def test_tokens_locked_to_another_key_are_refused_before_the_mint(setup: Setup) -> None:
+    other = PrivateKey().public_key.format().hex()
+    with pytest.raises(PaymentRejected) as info:
+        await setup.wallet.verify(setup.mint.token(8, dleq=True, lock=other))
+    assert info.value.reason == "locked_to_another_key"
+    assert setup.mint.calls("/v1/swap") == 0
+
+
+async def test_a_lock_that_expires_too_soon_is_swapped_at_once_with_our_signature(
+    setup: Setup,
+) -> None:
+    soon = int(time.time()) + 60  # within the default margin of 600 s
+    token = setup.mint.token(8, dleq=True, lock=setup.wallet.pubkey, locktime=soon)
+    verified = await setup.wallet.verify(token)
+    assert verified.proven and not verified.offline
+    await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    assert setup.mint.calls("/v1/swap") == 1, "swapped online, the mint checked our signature"
+    assert await setup.balance() == (7, 0)
+
+
+async def test_without_dleq_proofs_a_locked_token_takes_the_online_path(setup: Setup) -> None:
+    token = setup.mint.token(8, lock=setup.wallet.pubkey)
+    verified = await setup.wallet.verify(token)
+    assert not verified.offline
+    await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    assert setup.mint.calls("/v1/swap") == 1
+
+
+async def test_a_full_queue_sends_tokens_online(setup: Setup) -> None:
+    setup.wallet.offline = replace(setup.wallet.offline, max_queue=1)
+    token = setup.mint.token(8, 4, dleq=True, lock=setup.wallet.pubkey)
+    verified = await setup.wallet.verify(token)
+    await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    assert setup.mint.calls("/v1/swap") == 1
+    assert await setup.wallet.ledger.locked_summary() == (0, 0.0)
+
+
+async def test_a_locked_proof_spent_elsewhere_is_an_alarm(setup: Setup) -> None:
+    events: list[tuple[str, int]] = []
+    setup.wallet.events = lambda event, count: events.append((event, count))
+    token = setup.mint.token(8, dleq=True, lock=setup.wallet.pubkey)
+    verified = await setup.wallet.verify(token)
+    await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    setup.mint.fake.spent.add(token.proofs[0].y())  # impossible unless our key leaked
+    assert await setup.wallet.settle_locked() == 0
+    assert ("locked_lost", 1) in events
+    assert await setup.wallet.ledger.locked_summary() == (0, 0.0)
