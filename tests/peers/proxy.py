@@ -157,6 +157,7 @@ class CountingProxy(Lifecycle):
         self.upstream_failures = 0
         self.requests: Counter[str] = Counter()
         self.request_log: list[tuple[str, str]] = []
+        self.request_times: list[float] = []  # time.monotonic() of each request in the log
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._changed = asyncio.Event()
@@ -225,11 +226,20 @@ class CountingProxy(Lifecycle):
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+    def requests_between(self, start: float, end: float) -> list[tuple[str, str]]:
+        """The requests that arrived between two time.monotonic() readings."""
+        return [
+            entry
+            for entry, at in zip(self.request_log, self.request_times, strict=True)
+            if start <= at <= end
+        ]
+
     def reset(self) -> None:
         self.connections = 0
         self.upstream_failures = 0
         self.requests.clear()
         self.request_log.clear()
+        self.request_times.clear()
 
     async def wait_for_requests(self, path: str, count: int = 1, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until ``requests[path] >= count``."""
@@ -246,6 +256,7 @@ class CountingProxy(Lifecycle):
 
     def _record(self, method: str, target: str) -> None:
         self.request_log.append((method, target))
+        self.request_times.append(time.monotonic())
         self.requests[target.split("?", 1)[0]] += 1
         self._changed.set()
 

@@ -260,6 +260,44 @@ class CashuWallet(Lifecycle):
         answer.pop("id", None)
         return answer
 
+    async def send(
+        self,
+        mint_url: str,
+        amount: int,
+        *,
+        lock: str | None = None,
+        dleq: bool = False,
+        timelock_seconds: int | None = None,
+        token_mint: str | None = None,
+    ) -> str:
+        """What ``cashu send AMOUNT [--lock P2PK:<pubkey>] [--dleq]`` prints: nutshell's own
+        send (a locked token is swapped at the mint into proofs locked to the key)."""
+        fields: dict[str, Any] = {"mint": mint_url, "amount": amount, "dleq": dleq}
+        if lock:
+            fields["lock"] = f"P2PK:{lock}"
+        if timelock_seconds is not None:
+            fields["timelock_seconds"] = timelock_seconds
+        if token_mint:
+            fields["token_mint"] = token_mint
+        answer = await self.request("send", **fields)
+        return str(answer["token"])
+
+    async def pay_request(
+        self, request: str, *, mint_url: str | None = None, token_mint: str | None = None
+    ) -> str:
+        """What ``cashu pay <creqA…>`` prints for an in-band NUT-18 request: a token for its
+        amount from its mint (or `mint_url`), locked to its ``nut10`` key, with DLEQ proofs."""
+        answer = await self.request(
+            "pay_request", request=request, mint=mint_url, token_mint=token_mint
+        )
+        return str(answer["token"])
+
+    async def decode_request(self, request: str) -> dict[str, Any]:
+        """A NUT-18 payment request as nutshell's own decoder reads it."""
+        answer = await self.request("decode_request", request=request)
+        decoded: dict[str, Any] = answer["request"]
+        return decoded
+
     async def balance(self, mint_url: str | None = None) -> int:
         """Unreserved sats held (at one mint, or at all mints used so far)."""
         answer = await self.request("balance", mint=mint_url)

@@ -26,6 +26,15 @@ Requests:
     proofs for new ones at the mint (input fees deducted) and keeps them.
 ``{"op": "decode", "token": T}`` -> ``{"amount", "mint", "unit", "keysets", "amounts",
     "secrets", "dleq"}`` as nutshell parses the token (no mint contact).
+``{"op": "send", "mint": URL, "amount": n, "lock": "P2PK:<pubkey>"?, "dleq": bool,
+"timelock_seconds": n?, "token_mint": URL?}`` -> ``{"token": T}``
+    What ``cashu send [--lock P2PK:<pubkey>] [--dleq]`` does (nutshell's own ``send``, which
+    swaps at the mint for proofs locked to the key, with its default locktime of a day), after
+    minting enough to send.
+``{"op": "pay_request", "request": creqA..., "token_mint": URL?}`` -> ``{"token": T}``
+    What ``cashu pay <creqA…>`` does with an in-band request (no transport): decode it with
+    nutshell's NUT-18 decoder, lock to its ``nut10`` P2PK key, send with DLEQ proofs and fees.
+``{"op": "decode_request", "request": creqA...}`` -> the request as nutshell decodes it.
 ``{"op": "ping"}`` -> ``{"pong": true}``.
 """
 # mypy: disable-error-code="import-not-found, import-untyped"
@@ -52,10 +61,12 @@ os.dup2(2, 1)
 PROTO_OUT: TextIO = os.fdopen(_PROTO_FD, "w", encoding="utf-8", buffering=1)
 
 from cashu.core.base import Proof, TokenV3, TokenV4  # noqa: E402
+from cashu.core.nuts.nut18 import deserialize as deserialize_payment_request  # noqa: E402
 from cashu.core.settings import VERSION  # noqa: E402
 from cashu.core.split import amount_split  # noqa: E402
 from cashu.wallet.crud import update_proof  # noqa: E402
 from cashu.wallet.helpers import deserialize_token_from_string  # noqa: E402
+from cashu.wallet.helpers import send as nutshell_send  # noqa: E402
 from cashu.wallet.wallet import Wallet  # noqa: E402
 from loguru import logger  # noqa: E402
 
@@ -184,6 +195,64 @@ class WalletServer:
         if token_mint:
             token4.set_mint(token_mint)
         serialized = token4.serialize(include_dleq)
+        return serialized
+
+    async def op_send(self, req: dict[str, Any]) -> dict[str, Any]:
+        mint_url = str(req["mint"])
+        amount = int(req["amount"])
+        wallet = await self.wallet(mint_url)
+        await wallet.load_proofs(reload=True)
+        spare = sum(p.amount for p in wallet.proofs if not p.reserved)
+        if spare < amount + 16:  # enough for the amount and the swap's fee
+            await self._mint(wallet, amount_split(amount + 16))
+        await wallet.load_proofs(reload=True)
+        _, token = await nutshell_send(
+            wallet,
+            amount=amount,
+            lock=str(req.get("lock") or ""),
+            legacy=False,
+            include_dleq=bool(req.get("dleq", False)),
+            include_fees=bool(req.get("include_fees", False)),
+            timelock_seconds=req.get("timelock_seconds"),
+        )
+        return {"token": self._remint(token, req.get("token_mint"), bool(req.get("dleq")))}
+
+    async def op_pay_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        pr = deserialize_payment_request(str(req["request"]))
+        if pr.t:
+            raise ValueError("only in-band requests (no transport) are paid here")
+        lock = ""
+        if pr.nut10:
+            if pr.nut10.k != "P2PK" or pr.nut10.t or len(pr.nut10.d) != 66:
+                raise ValueError(f"unsupported lock {pr.nut10}")
+            lock = f"P2PK:{pr.nut10.d}"
+        mint_url = str(req.get("mint") or (pr.m or [""])[0])
+        answer = await self.op_send(
+            {
+                "mint": mint_url,
+                "amount": pr.a,
+                "lock": lock,
+                "dleq": True,
+                "include_fees": True,
+                "token_mint": req.get("token_mint"),
+            }
+        )
+        return answer
+
+    async def op_decode_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        pr = deserialize_payment_request(str(req["request"]))
+        decoded: dict[str, Any] = pr.model_dump(exclude_none=True)
+        return {"request": decoded}
+
+    @staticmethod
+    def _remint(token: str, token_mint: str | None, include_dleq: bool) -> str:
+        """The token with another mint URL written in it (e.g. a proxy in front of the mint)."""
+        if not token_mint:
+            return token
+        parsed = deserialize_token_from_string(token)
+        assert isinstance(parsed, TokenV4)
+        parsed.set_mint(token_mint)
+        serialized: str = parsed.serialize(include_dleq)
         return serialized
 
     async def op_balance(self, req: dict[str, Any]) -> dict[str, Any]:
