@@ -41,6 +41,20 @@ class Proof:
     witness: str | None = field(default=None, repr=False)
     _y: str | None = field(default=None, init=False, repr=False, compare=False)
 
+    def with_keyset_id(self, keyset_id: str) -> Proof:
+        """The same proof naming its keyset by another id (a short id expanded); keeps the
+        cached Y."""
+        copy = Proof(
+            keyset_id=keyset_id,
+            amount=self.amount,
+            secret=self.secret,
+            C=self.C,
+            dleq=self.dleq,
+            witness=self.witness,
+        )
+        object.__setattr__(copy, "_y", self._y)
+        return copy
+
     def y(self) -> str:
         """Hex of compressed ``hash_to_curve(secret)``: the NUT-07 state key (cached)."""
         y = self._y

@@ -137,13 +137,4 @@ def _usable(keyset: KeysetInfo, unit: str) -> bool:
 def _with_id(proof: Proof, keyset_id: str | None) -> Proof | None:
     if keyset_id is None:
         return None
-    if keyset_id == proof.keyset_id:
-        return proof
-    return Proof(
-        keyset_id=keyset_id,
-        amount=proof.amount,
-        secret=proof.secret,
-        C=proof.C,
-        dleq=proof.dleq,
-        witness=proof.witness,
-    )
+    return proof if keyset_id == proof.keyset_id else proof.with_keyset_id(keyset_id)

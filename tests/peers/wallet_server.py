@@ -62,11 +62,10 @@ PROTO_OUT: TextIO = os.fdopen(_PROTO_FD, "w", encoding="utf-8", buffering=1)
 
 from cashu.core.base import Proof, TokenV3, TokenV4  # noqa: E402
 from cashu.core.nuts.nut18 import deserialize as deserialize_payment_request  # noqa: E402
-from cashu.core.settings import VERSION  # noqa: E402
+from cashu.core.settings import VERSION, settings  # noqa: E402
 from cashu.core.split import amount_split  # noqa: E402
 from cashu.wallet.crud import update_proof  # noqa: E402
 from cashu.wallet.helpers import deserialize_token_from_string  # noqa: E402
-from cashu.wallet.helpers import send as nutshell_send  # noqa: E402
 from cashu.wallet.wallet import Wallet  # noqa: E402
 from loguru import logger  # noqa: E402
 
@@ -200,22 +199,35 @@ class WalletServer:
     async def op_send(self, req: dict[str, Any]) -> dict[str, Any]:
         mint_url = str(req["mint"])
         amount = int(req["amount"])
+        lock = str(req.get("lock") or "")
+        include_dleq = bool(req.get("dleq", False))
         wallet = await self.wallet(mint_url)
-        await wallet.load_proofs(reload=True)
-        spare = sum(p.amount for p in wallet.proofs if not p.reserved)
-        if spare < amount + 16:  # enough for the amount and the swap's fee
-            await self._mint(wallet, amount_split(amount + 16))
-        await wallet.load_proofs(reload=True)
-        _, token = await nutshell_send(
-            wallet,
-            amount=amount,
-            lock=str(req.get("lock") or ""),
-            legacy=False,
-            include_dleq=bool(req.get("dleq", False)),
+        await wallet.load_mint()
+        # nutshell's `send --lock` path (helpers.send): a P2PK lock with the default locktime,
+        # then swap_to_send; on freshly minted proofs, so that coin selection over a wallet
+        # with many reserved proofs cannot get in the way.
+        fee_room = 4 + (amount if req.get("include_fees") else 0) // 100
+        fresh = await self._mint(wallet, amount_split(amount + fee_room))
+        secret_lock = None
+        if lock:
+            if not lock.startswith("P2PK:"):
+                raise ValueError("lock must be P2PK:<pubkey>")
+            timelock = req.get("timelock_seconds")
+            secret_lock = await wallet.create_p2pk_lock(
+                lock.split(":", 1)[1],
+                locktime_seconds=settings.locktime_delta_seconds if timelock is None else timelock,
+                sig_all=False,
+                n_sigs=1,
+            )
+        _, send_proofs = await wallet.swap_to_send(
+            fresh,
+            amount,
+            set_reserved=True,
+            secret_lock=secret_lock,
             include_fees=bool(req.get("include_fees", False)),
-            timelock_seconds=req.get("timelock_seconds"),
         )
-        return {"token": self._remint(token, req.get("token_mint"), bool(req.get("dleq")))}
+        token = await wallet.serialize_proofs(send_proofs, include_dleq=include_dleq, legacy=False)
+        return {"token": self._remint(token, req.get("token_mint"), include_dleq)}
 
     async def op_pay_request(self, req: dict[str, Any]) -> dict[str, Any]:
         pr = deserialize_payment_request(str(req["request"]))
