@@ -22,7 +22,7 @@ from paygress.cashu.nut18 import decode_payment_request
 from paygress.cashu.token import encode_token_v4, parse_token
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import UNTHROTTLED
-from tests.peers.procs import VENV, base_env
+from tests.peers.procs import VENV, VENV_MINT, base_env
 from tests.peers.upstream import EchoUpstream
 from tests.peers.wallet import CashuWallet
 
@@ -190,3 +190,37 @@ async def test_with_the_mint_down_locked_tokens_still_pay_and_are_swapped_later(
             await asyncio.sleep(0.3)
         r = await s.http.get("/api/x", headers={"X-Cashu": unlocked})
         assert r.status_code == 200, r.text
+
+
+async def cashu_cli(workdir: Path, mint_url: str, *args: str) -> str:
+    """nutshell's own `cashu` command line, in a wallet directory of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        str(VENV_MINT / "bin" / "cashu"),
+        "--host",
+        mint_url,
+        "--yes",
+        *args,
+        env=base_env(workdir, {"CASHU_DIR": str(workdir / "cashu")}),
+        cwd=workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_nutshells_cli_pays_the_402_as_it_stands(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    """`cashu pay <the X-Cashu of a 402>`: the README's recipe, with the real CLI."""
+    mnemonic = Seed.generate_mnemonic()
+    async with gate_stack(tmp, mint, upstream, wallet, mnemonic, **offline_config(1.0)) as s:
+        cli_dir = tmp / "cli"
+        cli_dir.mkdir()
+        await cashu_cli(cli_dir, s.proxy.url, "invoice", "16")  # FakeWallet pays it
+        request = (await s.http.get("/api/x")).headers["x-cashu"]
+        out = await cashu_cli(cli_dir, s.proxy.url, "pay", request)
+        token = next(word for word in out.split() if word.startswith("cashuB"))
+        r = await paid_without_the_mint(s, token)
+        assert r.status_code == 200, (r.text, out)
