@@ -126,8 +126,10 @@ class MintKeysets:
         raise MintProtocolError(f"mint has no active keyset for unit {self.unit}")
 
     def forget_active(self) -> None:
-        """The mint refused our outputs' keyset (rotated): ask for the list again next time."""
-        self._loaded_at = -float("inf")
+        """The mint refused our outputs' keyset (rotated): the list is asked for again next
+        time (keys already fetched stay: a keyset's keys never change)."""
+        self._keysets = None
+        self._loaded_at = self._failed_at = -float("inf")
 
 
 def _usable(keyset: KeysetInfo, unit: str) -> bool:

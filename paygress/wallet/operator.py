@@ -290,6 +290,8 @@ class OperatorWallet:
         try:
             await self.swaps.run(swap)
         except SwapRefused as exc:
+            if exc.keyset_gone:  # our outputs' keyset was retired: the next batch asks again
+                keysets.forget_active()
             event = "locked_lost" if exc.spent else "locked_failed"
             self.events(event, len(proofs))
             log.error(
@@ -351,6 +353,11 @@ class OperatorWallet:
                     raise SwapNotSettled("counters still behind after a restore") from None
                 log.warning("outputs already signed at %s: restoring counters", mint)
                 await self._restore_keyset(mint, keyset.id, start=behind.first_counter)
+            except SwapRefused as refused:
+                if attempt or not refused.keyset_gone:
+                    raise
+                log.warning("keyset %s retired at %s: asking for keysets", keyset.id[:16], mint)
+                self.keysets(mint).forget_active()
 
     async def recover_pending(self) -> int:
         """Settles open swap records (interrupted by a crash or a lost answer) where the mint

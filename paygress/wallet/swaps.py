@@ -21,7 +21,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from paygress.cashu.errors import MintError, MintRejected, MintUnavailable
+from paygress.cashu.errors import (
+    CODE_KEYSET_INACTIVE,
+    CODE_KEYSET_NOT_FOUND,
+    MintError,
+    MintRejected,
+    MintUnavailable,
+)
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import BlindSignature, PreparedOutput, Proof
 from paygress.cashu.nut13 import Seed
@@ -39,13 +45,28 @@ class SwapError(Exception):
 
 class SwapRefused(SwapError):
     """The mint definitively did not sign for us (the record is gone). `spent` when (some of)
-    the inputs were spent by someone else; `spent_ys` names them when known."""
+    the inputs were spent by someone else; `spent_ys` names them when known; `code` is the
+    mint's error code (e.g. 12002: a keyset is inactive)."""
 
-    def __init__(self, detail: str, *, spent: bool = False, spent_ys: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        spent: bool = False,
+        spent_ys: Sequence[str] = (),
+        code: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.spent = spent
         self.spent_ys = tuple(spent_ys)
+        self.code = code
+
+    @property
+    def keyset_gone(self) -> bool:
+        """The mint does not sign with the keyset (rotated away, or unknown): our outputs
+        named a keyset the mint retired; ask for its keysets and swap again."""
+        return self.code in (CODE_KEYSET_INACTIVE, CODE_KEYSET_NOT_FOUND)
 
 
 class SwapNotSettled(SwapError):
@@ -185,7 +206,7 @@ class Swaps:
         # Any other refusal signed nothing in this send; an earlier send of the same inputs
         # and outputs would have been refused the same way (or would show as spent).
         await self._abandon(record, release=True)
-        raise SwapRefused(exc.detail)
+        raise SwapRefused(exc.detail, code=exc.code)
 
     async def _find_out(self, record: SwapRecord) -> list[Proof] | None:
         """Settles the record if the mint signed its outputs; abandons it if the inputs were

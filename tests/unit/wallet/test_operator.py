@@ -529,3 +529,19 @@ async def test_a_locked_proof_spent_elsewhere_is_an_alarm(setup: Setup) -> None:
     assert await setup.wallet.settle_locked() == 0
     assert ("locked_lost", 1) in events
     assert await setup.wallet.ledger.locked_summary() == (0, 0.0)
+
+
+async def test_a_keyset_the_mint_retired_is_noticed_and_the_swap_made_again(
+    setup: Setup,
+) -> None:
+    token = setup.mint.token(8)
+    verified = await setup.wallet.verify(token)
+    keysets_before = setup.mint.calls("/v1/keysets")
+    setup.mint.fake.fail_next = httpx.Response(
+        400, json={"detail": "keyset is inactive", "code": 12002}
+    )
+    grant = await setup.wallet.redeem(verified, fp(token), grant_for(token), lambda: None)
+    assert grant.paid == 7
+    assert setup.mint.calls("/v1/swap") == 2
+    assert setup.mint.calls("/v1/keysets") == keysets_before + 1
+    assert await setup.balance() == (7, 0)
