@@ -39,10 +39,12 @@ from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
 from paygress.core.pricing import Pricing
+from paygress.core.session_access import SessionAccess, SessionSettings
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
+from paygress.sessions import SessionSigner
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -220,8 +222,9 @@ async def _assemble(
     metrics = PrometheusMetrics()
     metrics.dry_run.set(1 if config.dry_run else 0)
     wallet = _wallet(config, seed, store, metrics, resources)
-    pods, pod_access = await _pods(config, metrics, resources, store, seed)
-    gate = await _gate(config, wallet, store, pod_access, metrics, resources)
+    sessions = _sessions(config, seed)
+    pods, pod_access = await _pods(config, metrics, resources, store, seed, sessions)
+    gate = await _gate(config, wallet, store, pod_access, metrics, resources, sessions)
     tasks = BackgroundTasks()
     resources.push_async_callback(tasks.cancel_all)
     listening = await _listen(config, gate, wallet, metrics, resources)
@@ -309,6 +312,7 @@ async def _gate(
     pod_access: PodAccess | None,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
+    sessions: SessionAccess | None = None,
 ) -> Gate:
     """The decision, with the grants of the store loaded; at stop, redemptions under way get
     `shutdown_timeout_seconds` and counted usage is flushed."""
@@ -340,6 +344,7 @@ async def _gate(
             ),
             time.monotonic,
         ),
+        sessions=sessions,
     )
     await gate.start()
     resources.push_async_callback(gate.flush)
@@ -426,6 +431,7 @@ async def _pods(
     resources: contextlib.AsyncExitStack,
     store: SqliteStore,
     seed: Seed,
+    sessions: SessionAccess | None = None,
 ) -> tuple[KubePods | None, PodAccess | None]:
     """Pods for payment, when a route names a tier: the keeper follows the grant store's
     durable paid ends, and pod keys derive from the seed."""
@@ -445,8 +451,26 @@ async def _pods(
         config.tiers,
         time.time,
         owner_key=seed.purpose_key("pod-owner"),
+        sessions=sessions,
     )
     return pods, access
+
+
+def _sessions(config: Config, seed: Seed) -> SessionAccess | None:
+    """Paid sessions signed with the seed's session key (paygress/sessions.py)."""
+    s = config.sessions
+    if not s.enabled:
+        return None
+    signer = SessionSigner.from_seed(
+        seed, generation=s.key_generation, issuer=s.issuer, also_accept=s.accept_generations
+    )
+    settings = SessionSettings(
+        header=s.header,
+        cookie=s.cookie,
+        pod_max_seconds=s.pod_max_seconds,
+        expiry_margin_seconds=s.expiry_margin_seconds,
+    )
+    return SessionAccess(signer, settings)
 
 
 # -- gRPC ------------------------------------------------------------------------------------
