@@ -170,8 +170,9 @@ class SessionsConfig:
     key_generation: int = setting(0, lambda v, w: _int(v, w))
     accept_generations: tuple[int, ...] = setting((), lambda v, w: _int_list(v, w))
     pod_max_seconds: int = setting(300, _at_least(lambda v, w, m: _int(v, w, m), 10))
-    # exp is signed this long before the paid end: the proxy's clock skew (Envoy: 1, Istio: 60).
-    expiry_margin_seconds: int = setting(1, lambda v, w: _int(v, w))
+    # exp is signed this long before the paid end: the proxy's clock skew plus one second
+    # (deploy/envoy: skew 1, margin 2; Istio's RequestAuthentication: skew 60, margin 61).
+    expiry_margin_seconds: int = setting(2, lambda v, w: _int(v, w))
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,7 +289,8 @@ class Gate:
         itself): allowed when we signed it, for this route, before its paid end."""
         assert self.sessions is not None
         claims = self.sessions.read(token)
-        if claims is None or claims.route != rule.name:
+        # (never for a counted route: a stateless credential cannot count requests)
+        if claims is None or claims.route != rule.name or rule.mode is Mode.PER_REQUEST:
             why = "not one of ours" if claims is None else f"for route {claims.route!r}"
             return self._ask_payment(
                 rule, 402, "session_invalid", f"The session is {why}; pay, or send the token."

@@ -28,9 +28,10 @@ class SessionSettings:
     # A pod's session ends at most this long after it is issued (before the paid end): an
     # address is in it, and a pod that is made again gets another one.
     pod_max_seconds: int = 300
-    # `exp` is this much before the paid end: a proxy accepts a session until exp plus its
-    # clock skew (Envoy's jwt_authn: at least 1 s; Istio's RequestAuthentication: 60 s).
-    expiry_margin_seconds: int = 1
+    # `exp` is this much before the paid end. Envoy's jwt_authn accepts a session while
+    # floor(now) <= exp + clock_skew_seconds, i.e. until exp + skew + 1: the margin is the
+    # proxy's skew plus one (Envoy's least skew is 1 s; Istio's RequestAuthentication: 60 s).
+    expiry_margin_seconds: int = 2
 
 
 class SessionAccess:

@@ -8,6 +8,7 @@ the tests exercise the file operators deploy:
 * cluster ``paygress`` -> the given Unix socket path, or a TCP ``(host, port)``;
 * ``authz=False`` removes the ext_authz filter (and its per-route config and the ``paygress``
   cluster): the benchmark's "no auth" baseline;
+* ``jwks`` -> the inline JWKS of every ``jwt_authn`` provider (deploy/envoy/envoy-sessions.yaml);
 * ``mutate(config)`` for anything else a test needs to change.
 
 Several Envoys run side by side: each gets ``--base-id <random>`` and ``--disable-hot-restart``
@@ -38,6 +39,7 @@ from .procs import (
 ENVOY_BIN = VENV / "bin" / "envoy"
 DEFAULT_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 Config = dict[str, Any]
@@ -92,6 +94,19 @@ def ext_authz_config(config: Config) -> dict[str, Any]:
     raise KeyError("no ext_authz filter")
 
 
+def set_jwks(config: Config, jwks: str) -> None:
+    """Every jwt_authn provider verifies with `jwks` (a JWK Set, as `paygress jwks` prints it)."""
+    found = 0
+    for hcm in http_connection_managers(config):
+        for http_filter in hcm["http_filters"]:
+            if http_filter["name"] == JWT_FILTER:
+                for provider in http_filter["typed_config"]["providers"].values():
+                    provider["local_jwks"] = {"inline_string": jwks}
+                    found += 1
+    if not found:
+        raise KeyError("no jwt_authn provider to give a JWKS")
+
+
 def remove_ext_authz(config: Config) -> None:
     for hcm in http_connection_managers(config):
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
@@ -133,6 +148,7 @@ class EnvoyProxy(ManagedProcess):
         config_path: str | Path = DEFAULT_CONFIG,
         mutate: Callable[[Config], None] | None = None,
         name: str | None = None,
+        jwks: str | None = None,
     ) -> None:
         super().__init__(workdir, name=name)
         if paygress_socket is not None and paygress_tcp is not None:
@@ -148,6 +164,7 @@ class EnvoyProxy(ManagedProcess):
         self.access_log = access_log
         self.config_path = Path(config_path)
         self.mutate = mutate
+        self.jwks = jwks
         self.base_id = random.randint(1_000, 2_000_000_000)
         self.rendered_path = self.workdir / f"{self.name}.yaml"
         self.access_log_path = self.workdir / f"{self.name}-access.log"
@@ -175,6 +192,8 @@ class EnvoyProxy(ManagedProcess):
             set_cluster_address(config, "paygress", {"pipe": {"path": str(self.paygress_socket)}})
         elif self.paygress_tcp is not None:
             set_cluster_address(config, "paygress", _socket_address(*self.paygress_tcp))
+        if self.jwks is not None:
+            set_jwks(config, self.jwks)
         if self.access_log:
             for hcm in http_connection_managers(config):
                 hcm["access_log"] = [

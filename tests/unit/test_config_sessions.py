@@ -10,7 +10,7 @@ from paygress.config import ConfigError, parse_config
 def test_sessions_are_on_by_default_with_envoys_clock_skew() -> None:
     s = parse_config({}).sessions
     assert (s.enabled, s.issuer, s.header, s.cookie) == (True, "paygress", "x-paygress-session", "")
-    assert (s.key_generation, s.accept_generations, s.expiry_margin_seconds) == (0, (), 1)
+    assert (s.key_generation, s.accept_generations, s.expiry_margin_seconds) == (0, (), 2)
 
 
 def test_sessions_settings_are_read_and_checked() -> None:

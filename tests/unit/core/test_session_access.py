@@ -83,7 +83,7 @@ async def test_a_time_grant_answers_with_one_session_until_its_paid_end() -> Non
     claims = SIGNER.read(session)
     assert claims is not None
     paid_end = clock.now + 120
-    assert claims == SessionClaims("timed", claims.grant, int(paid_end) - 1, 10, "sat")
+    assert claims == SessionClaims("timed", claims.grant, int(paid_end) - 2, 10, "sat")
     assert first.cache_until == paid_end
     again = await gate.check(req("/live/b", **{"x-cashu": token}))
     assert again is first and signer.signed == 1  # the cached allow, signed once
@@ -122,6 +122,10 @@ async def test_a_session_is_judged_without_a_token_by_route_and_paid_end() -> No
 
     assert reason(await gate.check(req("/api/x", **{"x-paygress-session": session}))) == (
         "session_invalid"  # another route's session
+    )
+    counted = SIGNER.sign(SessionClaims("api", "g", claims.expires_at, 9, "sat"), 1)
+    assert reason(await gate.check(req("/api/x", **{"x-paygress-session": counted}))) == (
+        "session_invalid"  # never issued for a counted route, and never taken for one
     )
     assert reason(await gate.check(req("/live/x", **{"x-paygress-session": "e30.e30.x"}))) == (
         "session_invalid"
