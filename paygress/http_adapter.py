@@ -7,6 +7,11 @@ NGINX), so this port must be reachable by the proxy only.
 - `/nginx` is for NGINX's auth_request, which passes only 2xx/401/403 on: a denial becomes 401
   with the real answer kept for a few seconds under the request's `X-Request-Id`, and the
   shipped config replays it from `/nginx/denied/<id>` (a real 402 with its `X-Cashu` header).
+- `/envoy/<the original path>` is for Envoy's HTTP ext_authz (`http_service`, path_prefix
+  `/envoy`): the original method, path and headers (those the filter's `allowed_headers` let
+  through), the client's address in `X-Paygress-Client` (set by Envoy); an allow is a 200 whose
+  headers Envoy copies upstream or to the client by name, with the headers to remove from the
+  request in `x-envoy-auth-headers-to-remove`.
 - Every other path answers with the decision as it is: 200 with the paid headers, or the
   denial's status, headers and JSON body (Traefik passes those to the client).
 """
@@ -24,6 +29,8 @@ from paygress.core.gate import Gate
 from paygress.core.model import Allow, Answer, HttpRequest
 from paygress.metrics import PrometheusMetrics
 
+ENVOY_PREFIX = "/envoy"
+CLIENT_HEADER = "X-Paygress-Client"  # set by Envoy's ext_authz from the downstream address
 DENIAL_TTL_SECONDS = 30.0
 DENIALS_MAX = 10_000
 MAX_HEADER_BYTES = 64 * 1024
@@ -74,6 +81,20 @@ def to_request(request: web.Request, *, nginx: bool = False, trusted_hops: int =
     )
 
 
+def from_envoy(request: web.Request) -> HttpRequest:
+    """The core's view of an Envoy HTTP ext_authz check: the original request itself, its path
+    behind ENVOY_PREFIX."""
+    h = request.headers
+    path = request.raw_path[len(ENVOY_PREFIX) :] or "/"
+    return HttpRequest(
+        request.method,
+        h.get("Host", ""),
+        path,
+        {k.lower(): v for k, v in h.items()},
+        client=h.get(CLIENT_HEADER, ""),
+    )
+
+
 def allow_headers(decision: Allow) -> dict[str, str]:
     """Headers of a 200: the upstream ones, then those meant for the client."""
     out = dict(decision.upstream_headers)
@@ -98,6 +119,7 @@ class ForwardAuth:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_route("*", "/nginx/denied/{request_id}", self.nginx_denied)
         app.router.add_route("*", "/nginx", self.nginx)
+        app.router.add_route("*", ENVOY_PREFIX + "/{tail:.*}", self.envoy)
         app.router.add_route("*", "/{tail:.*}", self.check)
         return app
 
@@ -108,6 +130,15 @@ class ForwardAuth:
         decision = await self.gate.check(to_request(request, trusted_hops=self.trusted_hops))
         if isinstance(decision, Allow):
             return web.Response(status=200, headers=allow_headers(decision))
+        return deny_response(decision)
+
+    async def envoy(self, request: web.Request) -> web.Response:
+        decision = await self.gate.check(from_envoy(request))
+        if isinstance(decision, Allow):
+            headers = allow_headers(decision)
+            if decision.remove_headers:
+                headers["x-envoy-auth-headers-to-remove"] = ",".join(decision.remove_headers)
+            return web.Response(status=200, headers=headers)
         return deny_response(decision)
 
     async def nginx(self, request: web.Request) -> web.Response:

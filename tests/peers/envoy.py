@@ -6,6 +6,7 @@ the tests exercise the file operators deploy:
 * listener -> ``127.0.0.1:<free port>``, admin -> ``127.0.0.1:<free port>``;
 * cluster ``upstream`` -> the given ``(host, port)``;
 * cluster ``paygress`` -> the given Unix socket path, or a TCP ``(host, port)``;
+* cluster ``paygress_http`` (deploy/envoy/envoy-http-authz.yaml) -> ``paygress_http``;
 * ``authz=False`` removes the ext_authz filter (and its per-route config and the ``paygress``
   cluster): the benchmark's "no auth" baseline;
 * ``jwks`` -> the inline JWKS of every ``jwt_authn`` provider (deploy/envoy/envoy-sessions.yaml);
@@ -118,7 +119,9 @@ def remove_ext_authz(config: Config) -> None:
                     if not per_filter:
                         del route["typed_per_filter_config"]
     clusters = config["static_resources"]["clusters"]
-    config["static_resources"]["clusters"] = [c for c in clusters if c["name"] != "paygress"]
+    config["static_resources"]["clusters"] = [
+        c for c in clusters if c["name"] not in ("paygress", "paygress_http")
+    ]
 
 
 class EnvoyProxy(ManagedProcess):
@@ -139,6 +142,7 @@ class EnvoyProxy(ManagedProcess):
         upstream: tuple[str, int],
         paygress_socket: str | Path | None = None,
         paygress_tcp: tuple[str, int] | None = None,
+        paygress_http: tuple[str, int] | None = None,
         authz: bool = True,
         concurrency: int = 1,
         port: int | None = None,
@@ -156,6 +160,7 @@ class EnvoyProxy(ManagedProcess):
         self.upstream = upstream
         self.paygress_socket = Path(paygress_socket) if paygress_socket is not None else None
         self.paygress_tcp = paygress_tcp
+        self.paygress_http = paygress_http
         self.authz = authz
         self.concurrency = concurrency
         self.port = port if port is not None else free_port()
@@ -192,6 +197,10 @@ class EnvoyProxy(ManagedProcess):
             set_cluster_address(config, "paygress", {"pipe": {"path": str(self.paygress_socket)}})
         elif self.paygress_tcp is not None:
             set_cluster_address(config, "paygress", _socket_address(*self.paygress_tcp))
+        elif self.paygress_http is not None:
+            set_cluster_address(config, "paygress_http", _socket_address(*self.paygress_http))
+            http_service = ext_authz_config(config)["http_service"]
+            http_service["server_uri"]["uri"] = "http://{}:{}".format(*self.paygress_http)
         if self.jwks is not None:
             set_jwks(config, self.jwks)
         if self.access_log:
