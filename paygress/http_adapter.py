@@ -7,6 +7,9 @@ NGINX), so this port must be reachable by the proxy only.
 - `/nginx` is for NGINX's auth_request, which passes only 2xx/401/403 on: a denial becomes 401
   with the real answer kept for a few seconds under the request's `X-Request-Id`, and the
   shipped config replays it from `/nginx/denied/<id>` (a real 402 with its `X-Cashu` header).
+  Every answer says how long NGINX may reuse it (`X-Accel-Expires`): a time grant's or a
+  session's allow up to its end (`@<the last whole second before it>`), anything else not at
+  all (`0`).
 - `/envoy/<the original path>` is for Envoy's HTTP ext_authz (`http_service`, path_prefix
   `/envoy`): the original method, path and headers (those the filter's `allowed_headers` let
   through), the client's address in `X-Paygress-Client` (set by Envoy); an allow is a 200 whose
@@ -18,6 +21,7 @@ NGINX), so this port must be reachable by the proxy only.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -146,13 +150,22 @@ class ForwardAuth:
             to_request(request, nginx=True, trusted_hops=self.trusted_hops)
         )
         if isinstance(decision, Allow):
-            return web.Response(status=200, headers=allow_headers(decision))
+            headers = allow_headers(decision)
+            # NGINX reuses an answer while the whole seconds of now <= @t: t is the last second
+            # that ends before the paid end.
+            until = math.ceil(decision.cache_until) - 1
+            headers["x-accel-expires"] = f"@{until}" if until > 0 else "0"
+            return web.Response(status=200, headers=headers)
         request_id = request.headers.get("X-Request-Id")
         if request_id:
             self._keep(request_id, decision)
         return web.Response(
             status=401 if decision.status != 403 else 403,
-            headers={"x-paygress-status": str(decision.status), **_cashu(decision.headers)},
+            headers={
+                "x-paygress-status": str(decision.status),
+                "x-accel-expires": "0",
+                **_cashu(decision.headers),
+            },
         )
 
     async def nginx_denied(self, request: web.Request) -> web.Response:

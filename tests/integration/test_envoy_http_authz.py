@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from paygress.cashu.nut18 import decode_payment_request
 from tests.integration.test_payment_gate import gate_config
+from tests.integration.test_sessions import pay
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import PaygressProcess
@@ -133,7 +134,7 @@ async def test_a_paid_token_passes_with_its_headers_and_never_reaches_the_upstre
     headers = {"X-Cashu": token} if carrier == "x-cashu" else {"Authorization": f"Cashu {token}"}
     headers["X-Paygress-Paid"] = "1000000"  # a forged copy: overwritten
     swaps = via.stack.swaps()
-    r = await via.http.get("/api/things", headers=headers)
+    r = await pay(via.http, "/api/things", token, headers)
     assert r.status_code == 200, r.text
     seen = via.seen()
     assert (seen["x-paygress-paid"], seen["x-paygress-route"]) == ("4", "api")
@@ -157,7 +158,7 @@ async def test_a_malformed_token_is_400_with_its_reason(via: Via) -> None:
 
 async def test_a_time_grant_brings_its_session_and_expiry_to_the_client(via: Via) -> None:
     token = await via.stack.token(2)  # 1 sat after the fee: 30 s
-    r = await via.http.get("/live/x", headers={"X-Cashu": token})
+    r = await pay(via.http, "/live/x", token)
     assert r.status_code == 200, r.text
     assert r.headers["x-paygress-expires"] == via.seen()["x-paygress-expires"]
     session = r.headers["x-paygress-session"]
