@@ -2,33 +2,47 @@
 as Paygress's forward-auth and Envoy HTTP ext_authz listener would, and does nothing else.
 
 `--loop uvloop` (the default, the loop Paygress picks) or `--loop asyncio`; `--lowlevel` serves
-with aiohttp's low-level server (no application, router or middlewares)."""
+with aiohttp's low-level server (no application, router or middlewares). `GET /__stats` says
+how many connections and requests it has had (the proxies' connection reuse)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from typing import Any
 
 from aiohttp import web
 
 from paygress.event_loop import loop_factory
 
+COUNTS = {"connections": 0, "requests": 0}
+
 
 async def ok(request: web.BaseRequest) -> web.Response:
+    if request.path == "/__stats":
+        return web.Response(text=json.dumps(COUNTS))
+    COUNTS["requests"] += 1
     return web.Response(status=200)
 
 
 async def main(port: int, lowlevel: bool) -> None:
     if lowlevel:
         server = web.Server(ok, access_log=None)
-        loop = asyncio.get_running_loop()
-        await loop.create_server(server, "127.0.0.1", port, reuse_address=True)
     else:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", ok)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+        assert runner.server is not None
+        server = runner.server
+
+    def counting(**kwargs: Any) -> Any:
+        COUNTS["connections"] += 1
+        return server(**kwargs)
+
+    loop = asyncio.get_running_loop()
+    await loop.create_server(counting, "127.0.0.1", port, reuse_address=True)
     await asyncio.Event().wait()
 
 

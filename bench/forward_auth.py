@@ -1,0 +1,282 @@
+"""Forward-auth throughput: NGINX (auth_request) and Traefik (ForwardAuth) in front of
+Paygress's HTTP endpoint, head to head with an empty aiohttp handler on the same kind of port.
+
+Each scenario has its own proxy (the operators' deploy/nginx/nginx.conf or deploy/traefik/,
+rewritten by tests/peers/, access logs off, one NGINX worker) whose upstream answers in the
+proxy itself (an NGINX `return 200` server, Traefik's ping@internal), so only the
+authorization path differs:
+  (nb) NGINX -> an empty aiohttp handler (bench/empty_http_authz.py, uvloop)
+  (nl) NGINX -> the same on aiohttp's low-level server (no application, router, middlewares)
+  (nd) NGINX -> Paygress, a per_second route paid with a token in its redeem cache
+  (nc) NGINX with the session cache (deploy/nginx/nginx.conf's paygress_auth zone) ->
+       Paygress, presenting the session: NGINX answers the auth subrequest from its cache
+  (tb) Traefik -> the empty handler; (td) Traefik -> Paygress as (nd)
+Proxies and wrk share one core, the authz servers the other. As in bench.ext_authz: rounds
+(each alone, medians) and head to head (two loads at once, their servers sharing the authz
+core: the req/s ratio is the ratio of CPU cost per check; nb/nb2 is the method's control).
+Also counted: new TCP connections the proxy opened to the authz server per check (the empty
+handler counts them), at several client concurrencies.
+
+    .venv/bin/python -m bench.forward_auth [--seconds 6] [--rounds 3] [--h2h-seconds 4]
+                                           [--h2h-rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.ext_authz import (
+    MNEMONIC,
+    PAID_ROUTE,
+    EmptyHttpAuthz,
+    Result,
+    Scenario,
+    ensure_wrk,
+    head_to_head,
+    pin,
+)
+from tests.peers.mint import NutshellMint
+from tests.peers.nginx import NginxProxy
+from tests.peers.paygress import PaygressProcess
+from tests.peers.procs import LOOPBACK, free_port
+from tests.peers.traefik import TraefikProxy
+from tests.peers.wallet import CashuWallet
+
+PAIRS = (("nb", "nb2"), ("nd", "nb"), ("nl", "nb"), ("nd", "nl"), ("td", "tb"))
+
+
+class BenchNginx(NginxProxy):
+    """nginx.conf with no access log, and its `app` upstream a `return 200` server of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.app_port = free_port()
+        super().__init__(*args, upstream=(LOOPBACK, self.app_port), **kwargs)
+
+    def render_config(self) -> str:
+        text = super().render_config()
+        text = text.replace(f"access_log {self.workdir / 'access.log'};", "access_log off;")
+        local = (
+            f"\n    server {{\n        listen {LOOPBACK}:{self.app_port};\n"
+            '        location / { return 200 "ok\\n"; }\n    }\n'
+        )
+        end = text.rstrip().rindex("}")
+        return text[:end] + local + text[end:]
+
+
+def traefik_static(config: dict[str, Any]) -> None:
+    config.pop("accessLog", None)
+    config["log"] = {"level": "ERROR"}
+
+
+def traefik_dynamic(config: dict[str, Any]) -> None:
+    for router in config["http"]["routers"].values():
+        if router.get("service") == "app":
+            router["service"] = "ping@internal"
+
+
+async def connections_per_check(
+    wrk: str, url: str, stats_url: str, concurrency: int, seconds: int, cpus: set[int]
+) -> float:
+    """New connections the proxy opened to the empty handler, per check, under `concurrency`."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        before = (await client.get(stats_url)).json()
+        result = await asyncio.to_thread(
+            Scenario("x", url, [], None).run, wrk, seconds, concurrency, cpus
+        )
+        after = (await client.get(stats_url)).json()
+    checks = after["requests"] - before["requests"]
+    assert result.rps > 0 and checks > 0
+    return float(after["connections"] - before["connections"]) / float(checks)
+
+
+async def main(args: argparse.Namespace) -> None:
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="paygress-fa-bench-") as tmp:
+        work = Path(tmp)
+        mint = await NutshellMint(work / "mint").start()
+        wallet = await CashuWallet(work / "wallet").start()
+        empties = {
+            "empty": await EmptyHttpAuthz(work / "empty").start(),
+            "empty2": await EmptyHttpAuthz(work / "empty2").start(),
+            "empty-low": await EmptyHttpAuthz(work / "empty-low", lowlevel=True).start(),
+            "empty-t": await EmptyHttpAuthz(work / "empty-t").start(),
+        }
+        paygresses: dict[str, PaygressProcess] = {}
+        ports: dict[str, int] = {name: e.port for name, e in empties.items()}
+        for name in ("paygress", "paygress-cached", "paygress-t"):
+            ports[name] = free_port()
+            config = {
+                "state_dir": str(work / name / "state"),
+                "mints": [mint.url],
+                "log_level": "WARNING",
+                "listen": {"http": f"{LOOPBACK}:{ports[name]}"},
+                "routes": [PAID_ROUTE],
+            }
+            paygresses[name] = await PaygressProcess(config, MNEMONIC, work / name).start()
+        proxies: dict[str, NginxProxy | TraefikProxy] = {}
+        for label, backend_name in (
+            ("nb", "empty"), ("nb2", "empty2"), ("nl", "empty-low"), ("nd", "paygress"),
+            ("nc", "paygress-cached"),
+        ):  # fmt: skip
+            proxies[label] = await BenchNginx(
+                work / f"p-{label}", paygress=(LOOPBACK, ports[backend_name])
+            ).start()
+        for label, backend_name in (("tb", "empty-t"), ("td", "paygress-t")):
+            proxies[label] = await TraefikProxy(
+                work / f"p-{label}",
+                upstream=(LOOPBACK, 9),
+                paygress=(LOOPBACK, ports[backend_name]),
+                mutate_static=traefik_static,
+                mutate_dynamic=traefik_dynamic,
+            ).start()
+        cpus = sorted(os.sched_getaffinity(0))
+        front, back = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 else (set(cpus),) * 2
+        for proxy in proxies.values():
+            pin(proxy.pid, front)
+        for process in (*empties.values(), *paygresses.values()):
+            pin(process.pid, back)
+
+        headers: dict[str, list[str]] = {}
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+            for label in ("nd", "nc", "td"):
+                token = await wallet.token(mint.url, 4)
+                url = f"{proxies[label].url}/stream/x"
+                warm = await client.get(url, headers={"X-Cashu": token})
+                for _ in range(30):
+                    if warm.status_code != 503:
+                        break
+                    await asyncio.sleep(1)
+                    warm = await client.get(url, headers={"X-Cashu": token})
+                if warm.status_code != 200:
+                    raise SystemExit(f"bench: warm-up via {label}: {warm.status_code} {warm.text}")
+                if label == "nc":
+                    session = warm.headers["x-paygress-session"]
+                    headers[label] = [f"X-Paygress-Session: {session}"]
+                else:
+                    headers[label] = [f"X-Cashu: {token}"]
+
+        servers: dict[str, EmptyHttpAuthz | PaygressProcess] = {**empties, **paygresses}
+        backend = {
+            "nb": "empty", "nb2": "empty2", "nl": "empty-low", "nd": "paygress",
+            "nc": "paygress-cached", "tb": "empty-t", "td": "paygress-t",
+        }  # fmt: skip
+        names = {
+            "nb": "nb  NGINX, empty aiohttp",
+            "nb2": "nb2 NGINX, empty aiohttp, twin",
+            "nl": "nl  NGINX, empty low-level aiohttp",
+            "nd": "nd  NGINX, Paygress paid (cached)",
+            "nc": "nc  NGINX, session cache",
+            "tb": "tb  Traefik, empty aiohttp",
+            "td": "td  Traefik, Paygress paid (cached)",
+        }
+        scenarios = {
+            label: Scenario(
+                names[label],
+                proxies[label].url + ("/stream/x" if label in headers else "/"),
+                headers.get(label, []),
+                servers[backend[label]].pid,
+            )
+            for label in names
+        }
+        alone = [k for k in scenarios if k != "nb2"]
+        results: dict[str, list[Result]] = {k: [] for k in alone}
+        for round_no in range(args.rounds):
+            shift = round_no % len(alone)
+            for key in alone[shift:] + alone[:shift]:
+                results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, front))
+        h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
+        for _ in range(args.h2h_rounds):
+            for x, y in PAIRS:
+                h2h[(x, y)].append(
+                    head_to_head(
+                        wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, front
+                    )
+                )
+        reuse: dict[tuple[str, int], float] = {}
+        for label, empty in (("nb", empties["empty"]), ("tb", empties["empty-t"])):
+            for concurrency in (1, 2, 4, 16, 64):
+                reuse[(label, concurrency)] = await connections_per_check(
+                    wrk,
+                    proxies[label].url + "/",
+                    f"http://{LOOPBACK}:{empty.port}/__stats",
+                    concurrency,
+                    max(2, args.h2h_seconds // 2),
+                    front,
+                )
+        for proc in (*proxies.values(), *servers.values(), mint):
+            await proc.stop()
+        await wallet.aclose()
+    report(args, scenarios, results, h2h, reuse)
+
+
+def report(
+    args: argparse.Namespace,
+    scenarios: dict[str, Scenario],
+    results: dict[str, list[Result]],
+    h2h: dict[tuple[str, str], list[float]],
+    reuse: dict[tuple[str, int], float],
+) -> None:
+    med = {
+        key: Result(
+            statistics.median(r.rps for r in rs),
+            statistics.median(r.p50_ms for r in rs),
+            statistics.median(r.p99_ms for r in rs),
+            sum(r.errors for r in rs),
+            statistics.median(r.cpu_us for r in rs),
+        )
+        for key, rs in results.items()
+    }
+    print(
+        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
+        "connections, order rotated, medians (proxies+wrk and authz servers on separate cores)"
+    )
+    print(
+        f"{'scenario':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'authz CPU µs/req':>17}"
+    )
+    for key, r in med.items():
+        print(
+            f"{scenarios[key].label:38} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
+            f" {r.errors:8d} {r.cpu_us:17.1f}"
+        )
+    for x, y in (("nd", "nb"), ("td", "tb"), ("nc", "nd"), ("nc", "nb")):
+        print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
+    print(
+        f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
+        "once, servers sharing one core; median [min..max] of req/s x over y"
+    )
+    notes = {
+        ("nb", "nb2"): "control: two identical empty handlers behind two NGINX",
+        ("nd", "nb"): "Paygress cached paid vs an empty aiohttp handler, NGINX (target >= 0.85)",
+        ("nl", "nb"): "aiohttp's low-level server vs its application (both empty)",
+        ("nd", "nl"): "Paygress vs the empty low-level server",
+        ("td", "tb"): "the same behind Traefik",
+    }
+    for (x, y), ratios in h2h.items():
+        print(
+            f"   {x + '/' + y:7} {statistics.median(ratios):.3f} "
+            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {notes[(x, y)]}"
+        )
+    print("\n3. New connections to the authz server per check, by client connections")
+    levels = sorted({c for _, c in reuse})
+    print("   " + " ".join(f"{c:>8}" for c in ["proxy", *map(str, levels)]))
+    for label, name in (("nb", "NGINX"), ("tb", "Traefik")):
+        print("   " + f"{name:>8} " + " ".join(f"{reuse[(label, c)]:8.4f}" for c in levels))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--h2h-seconds", type=int, default=4)
+    parser.add_argument("--h2h-rounds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16)
+    asyncio.run(main(parser.parse_args()))
