@@ -11,6 +11,8 @@ authorization path differs:
   (nc) NGINX with the session cache (deploy/nginx/nginx.conf's paygress_auth zone) ->
        Paygress, presenting the session: NGINX answers the auth subrequest from its cache
   (tb) Traefik -> the empty handler; (td) Traefik -> Paygress as (nd)
+  (xb) wrk straight to the empty handler's /nginx with the headers NGINX sends, (xd) the same
+       to Paygress: no proxy on the front core, so that the authz core is surely the bottleneck
 Proxies and wrk share one core, the authz servers the other. As in bench.ext_authz: rounds
 (each alone, medians) and head to head (two loads at once, their servers sharing the authz
 core: the req/s ratio is the ratio of CPU cost per check; nb/nb2 is the method's control).
@@ -50,25 +52,38 @@ from tests.peers.procs import LOOPBACK, free_port
 from tests.peers.traefik import TraefikProxy
 from tests.peers.wallet import CashuWallet
 
-PAIRS = (("nb", "nb2"), ("nd", "nb"), ("nl", "nb"), ("nd", "nl"), ("td", "tb"))
+PAIRS = (
+    ("nb", "nb2"), ("nd", "nb"), ("nl", "nb"), ("nd", "nl"), ("td", "tb"),
+    ("xb", "xb2"), ("xd", "xb"), ("xl", "xb"),
+)  # fmt: skip
+# What deploy/nginx/nginx.conf's auth subrequest carries, for the direct (x*) scenarios.
+NGINX_HEADERS = [
+    "X-Original-URI: /stream/x",
+    "X-Original-Method: GET",
+    "X-Forwarded-Host: shop.example",
+    "X-Request-Id: 4f1c2a9be0d34e6f8a7b6c5d4e3f2a1b",
+    "X-Real-IP: 127.0.0.1",
+    "Content-Length:",
+]
 
 
 class BenchNginx(NginxProxy):
-    """nginx.conf with no access log, and its `app` upstream a `return 200` server of its own."""
+    """nginx.conf with no access log, whose paid location serves a small static file instead
+    of proxying to the app (after auth_request, which runs in the access phase: a `return`
+    would answer before it), so that NGINX's own work per request is as small as it gets."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.app_port = free_port()
-        super().__init__(*args, upstream=(LOOPBACK, self.app_port), **kwargs)
+        super().__init__(*args, upstream=(LOOPBACK, 9), **kwargs)
 
     def render_config(self) -> str:
         text = super().render_config()
         text = text.replace(f"access_log {self.workdir / 'access.log'};", "access_log off;")
-        local = (
-            f"\n    server {{\n        listen {LOOPBACK}:{self.app_port};\n"
-            '        location / { return 200 "ok\\n"; }\n    }\n'
-        )
-        end = text.rstrip().rindex("}")
-        return text[:end] + local + text[end:]
+        (self.workdir / "www").mkdir(exist_ok=True)
+        (self.workdir / "www" / "ok").write_text("ok\n")
+        static = f"root {self.workdir / 'www'}; try_files /ok =404;"
+        if text.count("proxy_pass http://app;") != 1:
+            raise ValueError("nginx.conf: expected one `proxy_pass http://app;`")
+        return text.replace("proxy_pass http://app;", static)
 
 
 def traefik_static(config: dict[str, Any]) -> None:
@@ -186,7 +201,19 @@ async def main(args: argparse.Namespace) -> None:
             )
             for label in names
         }
-        alone = [k for k in scenarios if k != "nb2"]
+        for label, server, label_text in (
+            ("xb", "empty", "xb  direct, empty aiohttp"),
+            ("xb2", "empty2", "xb2 direct, empty aiohttp, twin"),
+            ("xl", "empty-low", "xl  direct, empty low-level aiohttp"),
+            ("xd", "paygress", "xd  direct, Paygress paid (cached)"),
+        ):
+            scenarios[label] = Scenario(
+                label_text,
+                f"http://{LOOPBACK}:{ports[server]}/nginx",
+                NGINX_HEADERS + (headers["nd"] if server == "paygress" else []),
+                servers[server].pid,
+            )
+        alone = [k for k in scenarios if k not in ("nb2", "xb2")]
         results: dict[str, list[Result]] = {k: [] for k in alone}
         for round_no in range(args.rounds):
             shift = round_no % len(alone)
@@ -247,7 +274,7 @@ def report(
             f"{scenarios[key].label:38} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
             f" {r.errors:8d} {r.cpu_us:17.1f}"
         )
-    for x, y in (("nd", "nb"), ("td", "tb"), ("nc", "nd"), ("nc", "nb")):
+    for x, y in (("nd", "nb"), ("td", "tb"), ("nc", "nd"), ("nc", "nb"), ("xd", "xb")):
         print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
     print(
         f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
@@ -259,6 +286,9 @@ def report(
         ("nl", "nb"): "aiohttp's low-level server vs its application (both empty)",
         ("nd", "nl"): "Paygress vs the empty low-level server",
         ("td", "tb"): "the same behind Traefik",
+        ("xb", "xb2"): "control: two identical empty handlers, no proxy",
+        ("xd", "xb"): "Paygress vs the empty handler, no proxy: the authz core is the limit",
+        ("xl", "xb"): "the low-level server vs the application, no proxy",
     }
     for (x, y), ratios in h2h.items():
         print(

@@ -41,7 +41,7 @@ from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
 from paygress.core.pricing import Pricing
 from paygress.core.session_access import SessionAccess, SessionSettings
 from paygress.event_loop import running_loop_name
-from paygress.http_adapter import ForwardAuth, metrics_app, start_site
+from paygress.http_adapter import ForwardAuth, Handler, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
 from paygress.sessions import SessionSigner
@@ -417,7 +417,7 @@ async def _listen(
     http_port = metrics_port = None
     if config.listen.http:
         forward_auth = ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops)
-        http_port = await _http_site(resources, forward_auth.app(), config.listen.http)
+        http_port = await _http_site(resources, forward_auth.handle, config.listen.http)
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
     return Listening(
@@ -540,7 +540,7 @@ async def _grpc_server(
 
 
 async def _http_site(
-    resources: contextlib.AsyncExitStack, app: web.Application, address: str
+    resources: contextlib.AsyncExitStack, app: web.Application | Handler, address: str
 ) -> int:
     runner, port = await start_site(app, address)
     resources.push_async_callback(runner.cleanup)

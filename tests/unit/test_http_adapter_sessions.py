@@ -36,7 +36,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         clock=lambda: NOW,
         sessions=sessions,
     )
-    runner, port = await start_site(ForwardAuth(gate).app(), "127.0.0.1:0")
+    runner, port = await start_site(ForwardAuth(gate).handle, "127.0.0.1:0")  # as served
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as c:
         yield c
     await runner.cleanup()
