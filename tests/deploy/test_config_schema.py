@@ -48,6 +48,9 @@ NUMBERS = (
     "payments.unproven_swaps.per_client_per_minute", "payments.unproven_swaps.per_client_burst",
     "limits.max_token_bytes", "limits.max_proofs", "routes[].price", "routes[].grants",
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
+    "offline.locktime_margin_seconds", "offline.max_queue", "offline.batch_proofs",
+    "offline.interval_seconds", "sessions.key_generation", "sessions.pod_max_seconds",
+    "sessions.expiry_margin_seconds",
 )  # fmt: skip
 LISTS = ("routes[].match.hosts", "routes[].match.methods", "tiers[].images")
 
@@ -58,7 +61,9 @@ def schema_stricter(path: str, value: Any) -> str | None:
         return "Paygress also reads numbers from strings (env overrides); values are typed"
     if path in NUMBERS and value is True:
         return "Paygress reads a YAML boolean as the number 1 (float(True)); a typo in values"
-    if path == "payments.require_dleq" and isinstance(value, str):
+    if path in ("payments.require_dleq", "offline.accept_locked", "sessions.enabled") and (
+        isinstance(value, str)
+    ):
         return "Paygress also reads booleans from strings (env overrides); values are typed"
     if path in LISTS and isinstance(value, str):
         return "Paygress reads one string as a one-item list; the chart asks for the list"
@@ -109,6 +114,8 @@ LEVELS = [
     ("tiers[]", {"tiers": [{**TIER, BOGUS: 1}]}, schema_keys(SCHEMA["definitions"]["tier"])),
     ("kubernetes", {"kubernetes": {BOGUS: 1}}, set(KUBERNETES_VALUES.values())),
     ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
+    ("offline", {"offline": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["offline"])),
+    ("sessions", {"sessions": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["sessions"])),
     (
         "payments.unproven_swaps",
         {"payments": {"unproven_swaps": {BOGUS: 1}}},
@@ -170,11 +177,14 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments"}:
+        if key in {"routes", "tiers", "limits", "payments", "offline", "sessions"}:
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
         yield "limits.", {"limits": {}}, key, node
+    for block in ("offline", "sessions"):
+        for key, node in top[block]["properties"].items():
+            yield f"{block}.", {block: {}}, key, node
     payments = top["payments"]["properties"]
     for key, node in payments.items():
         if key != "unproven_swaps":
@@ -195,8 +205,8 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
 def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[str, Any]:
     raw = copy.deepcopy(base)
     target: dict[str, Any] = raw
-    if where == "limits.":
-        target = raw["limits"]
+    if where in ("limits.", "offline.", "sessions."):
+        target = raw[where[:-1]]
     elif where == "payments.":
         target = raw["payments"]
     elif where == "payments.unproven_swaps.":
