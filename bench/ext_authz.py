@@ -250,6 +250,32 @@ def head_to_head(
 
 
 # A session route of envoy-sessions.yaml.
+def measure(
+    args: argparse.Namespace,
+    wrk: str,
+    scenarios: dict[str, Scenario],
+    alone: list[str],
+    pairs: tuple[tuple[str, str], ...],
+    cpus: set[int],
+) -> tuple[dict[str, list[Result]], dict[tuple[str, str], list[float]]]:
+    """Rounds (each of `alone` by itself, the order rotated every round), then head to head
+    (each pair at once, `h2h_rounds` times)."""
+    results: dict[str, list[Result]] = {k: [] for k in alone}
+    for round_no in range(args.rounds):
+        shift = round_no % len(alone)
+        for key in alone[shift:] + alone[:shift]:
+            results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, cpus))
+    h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    for _ in range(args.h2h_rounds):
+        for x, y in pairs:
+            h2h[(x, y)].append(
+                head_to_head(
+                    wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, cpus
+                )
+            )
+    return results, h2h
+
+
 PAID_ROUTE = {
     "name": "stream",
     "match": {"path_prefix": "/stream/"},
@@ -363,31 +389,17 @@ async def main(args: argparse.Namespace) -> None:
             ),
         }
         alone = [k for k in scenarios if k not in ("b2", "a2")]
-        results: dict[str, list[Result]] = {k: [] for k in alone}
-        for round_no in range(args.rounds):
-            shift = round_no % len(alone)
-            for key in alone[shift:] + alone[:shift]:
-                results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, front))
-        h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
-        for _ in range(args.h2h_rounds):
-            for x, y in PAIRS:
-                h2h[(x, y)].append(
-                    head_to_head(
-                        wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, front
-                    )
-                )
+        results, h2h = measure(args, wrk, scenarios, alone, PAIRS, front)
         for proc in (*envoys.values(), *servers.values(), mint):
             await proc.stop()
         await wallet.aclose()
     report(args, scenarios, results, h2h)
 
 
-def report(
-    args: argparse.Namespace,
-    scenarios: dict[str, Scenario],
-    results: dict[str, list[Result]],
-    h2h: dict[tuple[str, str], list[float]],
-) -> None:
+def print_rounds(
+    scenarios: dict[str, Scenario], results: dict[str, list[Result]], width: int = 32
+) -> dict[str, Result]:
+    """Prints each scenario's medians over the rounds; returns them."""
     med = {
         key: Result(
             statistics.median(r.rps for r in rs),
@@ -399,19 +411,29 @@ def report(
         for key, rs in results.items()
     }
     print(
-        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
-        "connections, order rotated, medians"
-        + (" (Envoy+wrk and the authz servers pinned to separate cores)" if args.pin else "")
-    )
-    print(
-        f"{'scenario':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'scenario':{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'authz CPU µs/req':>17}"
     )
     for key, r in med.items():
         print(
-            f"{scenarios[key].label:32} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
+            f"{scenarios[key].label:{width}} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
             f" {r.errors:8d} {r.cpu_us:17.1f}"
         )
+    return med
+
+
+def report(
+    args: argparse.Namespace,
+    scenarios: dict[str, Scenario],
+    results: dict[str, list[Result]],
+    h2h: dict[tuple[str, str], list[float]],
+) -> None:
+    print(
+        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
+        "connections, order rotated, medians"
+        + (" (Envoy+wrk and the authz servers pinned to separate cores)" if args.pin else "")
+    )
+    med = print_rounds(scenarios, results)
     for x, y in (
         ("c", "b"),
         ("d", "b"),

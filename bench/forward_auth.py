@@ -42,8 +42,9 @@ from bench.ext_authz import (
     Result,
     Scenario,
     ensure_wrk,
-    head_to_head,
+    measure,
     pin,
+    print_rounds,
 )
 from tests.peers.mint import NutshellMint
 from tests.peers.nginx import NginxProxy
@@ -214,19 +215,7 @@ async def main(args: argparse.Namespace) -> None:
                 servers[server].pid,
             )
         alone = [k for k in scenarios if k not in ("nb2", "xb2")]
-        results: dict[str, list[Result]] = {k: [] for k in alone}
-        for round_no in range(args.rounds):
-            shift = round_no % len(alone)
-            for key in alone[shift:] + alone[:shift]:
-                results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, front))
-        h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
-        for _ in range(args.h2h_rounds):
-            for x, y in PAIRS:
-                h2h[(x, y)].append(
-                    head_to_head(
-                        wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, front
-                    )
-                )
+        results, h2h = measure(args, wrk, scenarios, alone, PAIRS, front)
         reuse: dict[tuple[str, int], float] = {}
         for label, empty in (("nb", empties["empty"]), ("tb", empties["empty-t"])):
             for concurrency in (1, 2, 4, 16, 64):
@@ -251,29 +240,11 @@ def report(
     h2h: dict[tuple[str, str], list[float]],
     reuse: dict[tuple[str, int], float],
 ) -> None:
-    med = {
-        key: Result(
-            statistics.median(r.rps for r in rs),
-            statistics.median(r.p50_ms for r in rs),
-            statistics.median(r.p99_ms for r in rs),
-            sum(r.errors for r in rs),
-            statistics.median(r.cpu_us for r in rs),
-        )
-        for key, rs in results.items()
-    }
     print(
         f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
         "connections, order rotated, medians (proxies+wrk and authz servers on separate cores)"
     )
-    print(
-        f"{'scenario':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
-        f" {'authz CPU µs/req':>17}"
-    )
-    for key, r in med.items():
-        print(
-            f"{scenarios[key].label:38} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
-            f" {r.errors:8d} {r.cpu_us:17.1f}"
-        )
+    med = print_rounds(scenarios, results, width=38)
     for x, y in (("nd", "nb"), ("td", "tb"), ("nc", "nd"), ("nc", "nb"), ("xd", "xb")):
         print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
     print(

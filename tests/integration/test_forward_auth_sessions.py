@@ -7,7 +7,6 @@ of Paygress's listen.http and a real mint. Checks are counted at Paygress
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ import httpx
 import pytest_asyncio
 
 from tests.integration.test_sessions import MNEMONIC as SESSIONS_MNEMONIC
-from tests.integration.test_sessions import claims_of, pay, signed
+from tests.integration.test_sessions import checks_at, claims_of, pay, signed
 from tests.peers.mint import NutshellMint
 from tests.peers.nginx import NginxProxy
 from tests.peers.paygress import UNTHROTTLED, PaygressProcess
@@ -46,9 +45,7 @@ class Stack:
         return await self.wallet.token(self.mint.url, amount, token_mint=self.proxy.url)
 
     async def checks(self) -> int:
-        text = (await self.nginx.get(self.metrics_url)).text
-        found = re.findall(r"^paygress_checks_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-        return int(sum(float(v) for v in found))
+        return await checks_at(self.nginx, self.metrics_url)
 
     def seen(self) -> dict[str, str]:
         headers: dict[str, str] = self.upstream.requests[-1]["headers"]

@@ -77,6 +77,14 @@ def config(mint_url: str, state: Path, metrics_port: int) -> dict[str, Any]:
     }
 
 
+async def checks_at(http: httpx.AsyncClient, metrics_url: str) -> int:
+    """Decisions Paygress made so far (paygress_checks_total, all labels), whichever port
+    asked."""
+    text = (await http.get(metrics_url)).text
+    found = re.findall(r"^paygress_checks_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    return int(sum(float(v) for v in found))
+
+
 @dataclass
 class Stack:
     mint: NutshellMint
@@ -92,10 +100,7 @@ class Stack:
         return await self.wallet.token(self.mint.url, amount, token_mint=self.proxy.url)
 
     async def checks(self) -> int:
-        """Decisions Paygress made so far (paygress_checks_total, all labels)."""
-        text = (await self.http.get(self.metrics_url)).text
-        found = re.findall(r"^paygress_checks_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-        return int(sum(float(v) for v in found))
+        return await checks_at(self.http, self.metrics_url)
 
     async def authz_calls(self) -> int:
         """Check calls Envoy made (answered or not)."""
