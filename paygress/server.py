@@ -464,6 +464,8 @@ def _sessions(config: Config, seed: Seed) -> SessionAccess | None:
     signer = SessionSigner.from_seed(
         seed, generation=s.key_generation, issuer=s.issuer, also_accept=s.accept_generations
     )
+    # The proxy's JWKS (`paygress jwks`) must hold this kid.
+    log.info("sessions signed with key %s (generation %d)", signer.kid, s.key_generation)
     settings = SessionSettings(
         header=s.header,
         cookie=s.cookie,
