@@ -282,22 +282,22 @@ def _wallet(
     )
     resources.push_async_callback(wallet.aclose)
     metrics.gauge(
-        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swap_count
+        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swaps.size
     )
     metrics.gauge(
         "paygress_swaps_open_oldest_seconds",
         "Age of the oldest swap whose outcome is not known yet (0 when none).",
-        wallet.oldest_open_swap_age,
+        wallet.open_swaps.age,
     )
     metrics.gauge(
         "paygress_locked_queue_proofs",
         "Proofs accepted offline (locked to the operator), waiting for their swap.",
-        wallet.locked_count,
+        wallet.locked.size,
     )
     metrics.gauge(
         "paygress_locked_queue_oldest_seconds",
         "Age of the oldest proof accepted offline and not swapped yet (0 when none).",
-        wallet.oldest_locked_age,
+        wallet.locked.age,
     )
     return wallet
 
