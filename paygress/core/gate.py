@@ -113,6 +113,7 @@ class Gate:
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
         self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
+        self._later: dict[tuple[int, str, str, int], Answer] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
         self._internal_error = deny(
             503,
@@ -339,15 +340,23 @@ class Gate:
         return grant
 
     def _try_later(self, exc: TryAgainLater) -> Answer:
+        """503 (or 429) with Retry-After. A flood gets the same few answers: built once."""
         retry_after = exc.retry_after or self.settings.retry_after_seconds
-        error = "rate_limited" if exc.status == 429 else "mint_unavailable"
-        return deny(
-            exc.status,
-            error,
-            exc.reason,
-            exc.message,
-            extra_headers=(("retry-after", str(retry_after)),),
-        )
+        key = (exc.status, exc.reason, exc.message, retry_after)
+        answer = self._later.get(key)
+        if answer is None:
+            error = "rate_limited" if exc.status == 429 else "mint_unavailable"
+            answer = deny(
+                exc.status,
+                error,
+                exc.reason,
+                exc.message,
+                extra_headers=(("retry-after", str(retry_after)),),
+            )
+            if len(self._later) >= 256:
+                self._later.clear()
+            self._later[key] = answer
+        return answer
 
     async def _redeem(
         self,
