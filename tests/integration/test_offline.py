@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
@@ -211,6 +212,7 @@ async def cashu_cli(workdir: Path, mint_url: str, *args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.timeout(420)
 async def test_nutshells_cli_pays_the_402_as_it_stands(
     mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
 ) -> None:
