@@ -33,7 +33,7 @@ def test_loads_example_file(tmp_path: Path) -> None:
     assert config.listen.tcp == "127.0.0.1:9001"
     assert config.mints == ("https://mint.example.com",)
     api, stream = config.routes
-    assert api.methods == ("GET",) and api.price == 10 and api.mode is Mode.PER_REQUEST
+    assert api.methods == ("GET", "HEAD") and api.price == 10 and api.mode is Mode.PER_REQUEST
     assert stream.hosts == ("video.example.com",) and stream.grants == 60
     assert config.database_path == Path("/tmp/state/paygress.db")
 
