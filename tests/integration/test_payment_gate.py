@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ import pytest_asyncio
 
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
+from tests.integration import raw_http
+from tests.integration.raw_http import send_raw
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import UNTHROTTLED, PaygressProcess
@@ -34,6 +37,10 @@ MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
 )
 OTHER_MNEMONIC = "legal winner thank year wave sausage worth useful legal winner thank yellow"
+# Free clients of gate_config: the loopback address 127.0.0.2 (tests bind their client side
+# there), and a partner's API key, on the `api` route only.
+FREE_ADDRESS = "127.0.0.2"
+FREE_KEY = "partner-key-2f6c0a51e8d94b7cbd1e43a8b9c07f12"
 
 
 def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
@@ -47,7 +54,11 @@ def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
         "log_level": os.environ.get("PG_TEST_LOG", "INFO"),
         "payments": {"unproven_swaps": UNTHROTTLED},
         "routes": [
-            {"name": "api", "match": {"path_prefix": "/api/"}, "price": 2},
+            {
+                "name": "api",
+                "match": {"path_prefix": "/api/", "case_insensitive": True},
+                "price": 2,
+            },
             {
                 "name": "live",
                 "match": {"path_prefix": "/live/"},
@@ -55,7 +66,27 @@ def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
                 "price": 1,
                 "grants": 30,
             },
+            {
+                "name": "hosted",
+                "match": {"hosts": ["paid.example.com"], "path_prefix": "/hosted/"},
+                "price": 2,
+            },
+            {
+                "name": "reports",
+                "match": {"path_prefix": "/reports/", "methods": ["GET"]},
+                "price": 2,
+            },
         ],
+        "free_clients": {
+            "clients": [
+                {"name": "office", "cidrs": [f"{FREE_ADDRESS}/32"]},
+                {
+                    "name": "partner",
+                    "api_key_sha256": hashlib.sha256(FREE_KEY.encode()).hexdigest(),
+                    "routes": ["api"],
+                },
+            ]
+        },
     }
 
 
@@ -430,9 +461,10 @@ async def test_metrics_match_a_scripted_run(
             ("/api/a", {}),
             ("/api/a", {"X-Cashu": "cashuBjunk"}),
             *[("/api/a", {"X-Cashu": token})] * 4,
+            ("/api/a", {"X-Paygress-Key": FREE_KEY}),
         ]
         codes = [(await s.http.get(path, headers=h)).status_code for path, h in script]
-        assert codes == [200, 402, 400, 200, 200, 200, 402]
+        assert codes == [200, 402, 400, 200, 200, 200, 402, 200]
         text = (await s.http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
         mint_label = f'mint="{s.proxy.url}"'
 
@@ -446,7 +478,8 @@ async def test_metrics_match_a_scripted_run(
     assert value('paygress_checks_total{decision="deny",reason="malformed"}') == 1
     assert value('paygress_checks_total{decision="allow",reason="paid"}') == 3
     assert value('paygress_checks_total{decision="deny",reason="exhausted"}') == 1
-    assert value("paygress_check_duration_seconds_count") == 7
+    assert value('paygress_checks_total{decision="allow",reason="free_client"}') == 1
+    assert value("paygress_check_duration_seconds_count") == 8
     # junk and the first use miss; the exhausted replay misses too once the used-up grant
     # has been flushed out of memory (every 0.2 s here)
     misses = value('paygress_redeem_cache_total{result="miss"}')
@@ -465,11 +498,144 @@ async def test_metrics_match_a_scripted_run(
 )
 async def test_other_spellings_of_a_priced_path_are_not_free(stack: Stack, path: str) -> None:
     # Sent as raw bytes: HTTP clients would clean the path up before it left.
-    host, port = stack.envoy.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    status_line = await reader.readline()
-    writer.close()
-    status = int(status_line.split()[1])
+    status = await send_raw(stack.envoy.url, raw_http.get(path))
     assert status in (400, 402), f"{path} answered {status}"
+
+
+# -- spellings, stripping and free clients through Envoy ---------------------------------------
+
+
+def from_address(stack: Stack, address: str) -> httpx.AsyncClient:
+    """A client whose connections come from `address` (loopback: any 127.x works)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(
+        base_url=stack.envoy.url, transport=transport, trust_env=False, timeout=15
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (raw_http.get("/hosted/x", "paid.example.com"), 402),
+        (raw_http.get("/hosted/x", "PAID.Example.COM"), 402),
+        (raw_http.get("/hosted/x", "paid.example.com."), 402),
+        (raw_http.get("/hosted/x", "paid.example.com:8000"), 402),
+        (raw_http.get("/hosted/x", "paid.example.com.:80"), 402),
+        (raw_http.get("/hosted/x", "paid.example.com:80:80"), 400),
+        (raw_http.get("/hosted/x", "paid.example.com%2e"), 400),
+        # Two Host headers: Envoy joins them into one value, which names no host.
+        (raw_http.get("/hosted/x", "paid.example.com", Host="free.example.com"), 400),
+        # The request line's authority wins over Host, for Envoy and for the price.
+        (raw_http.get("http://paid.example.com/hosted/x", "free.example.com"), 402),
+        # HTTP/1.0 without Host: Envoy refuses HTTP/1.0 (accept_http_10 is off).
+        (raw_http.get("/hosted/x", None, version="1.0"), 426),
+        (raw_http.get("/hosted/x", None), 400),
+    ],
+    ids=raw_http.case_id,
+)
+async def test_no_spelling_of_a_host_dodges_its_price(
+    stack: Stack, request_bytes: bytes, expected: int
+) -> None:
+    before = stack.upstream.count
+    assert await send_raw(stack.envoy.url, request_bytes) == expected
+    assert stack.upstream.count == before, "nothing reached the upstream"
+
+
+async def test_a_bad_host_is_answered_with_its_reason(stack: Stack) -> None:
+    r = await stack.http.get("/hosted/x", headers={"Host": "paid.example.com:80:80"})
+    assert r.status_code == 400 and reason(r) == "bad_host"
+    assert "x-cashu" not in r.headers
+    # Another host is another site: the host-bound route does not price it.
+    r = await stack.http.get("/hosted/x", headers={"Host": "other.example.com"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api;/x", "/api;jsessionid=1/x", "/public/..;/api/x", "/API/x", "/Api;v=2/X", "/%41PI/x"],
+)
+async def test_path_parameters_and_letter_case_do_not_dodge_a_price(
+    stack: Stack, path: str
+) -> None:
+    before = stack.upstream.count
+    assert await send_raw(stack.envoy.url, raw_http.get(path)) == 402
+    assert stack.upstream.count == before
+
+
+async def test_a_rule_for_get_prices_head_and_only_those(stack: Stack) -> None:
+    assert (await stack.http.head("/reports/1")).status_code == 402
+    assert (await stack.http.get("/reports/1")).status_code == 402
+    assert (await stack.http.post("/reports/1")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Cashu": "cashuBnot-even-a-token"},
+        {"Authorization": "Cashu cashuBsomething"},
+        {"Authorization": "Bearer cashuAsomething"},
+    ],
+    ids=["x-cashu", "authorization-cashu", "authorization-bearer-cashu"],
+)
+async def test_a_token_never_reaches_the_upstream_of_a_free_route(
+    stack: Stack, headers: dict[str, str]
+) -> None:
+    r = await stack.http.get("/public/x", headers=headers)
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert "x-cashu" not in seen and "authorization" not in seen
+    r = await stack.http.get("/public/x", headers={"Authorization": "Basic dTpw"})
+    assert stack.upstream.requests[-1]["headers"]["authorization"] == "Basic dTpw"
+
+
+async def test_aliases_of_trusted_headers_never_reach_the_upstream(stack: Stack) -> None:
+    """`_` names are dropped by Envoy (headers_with_underscores_action: DROP_HEADER), `.` names
+    by Paygress; a CGI/WSGI/PHP upstream would read either as X-Paygress-*."""
+    before = await stack.envoy.stats("dropped_headers_with_underscores")
+    aliases = {"X_Paygress_Paid": "1000", "X.Paygress.Route": "api", "x-paygress_unit": "x"}
+    r = await stack.http.get("/public/aliases", headers=aliases)
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert not [n for n in seen if "paygress" in n], seen
+    r = await stack.http.get("/live/aliases", headers={**aliases, "X-Cashu": await stack.token(2)})
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert [n for n in seen if "paygress" in n and not n.startswith("x-paygress-")] == [], seen
+    assert seen["x-paygress-route"] == "live" and seen["x-paygress-unit"] == "sat"
+    after = await stack.envoy.stats("dropped_headers_with_underscores")
+    assert sum(after.values()) - sum(before.values()) == 4  # two names, twice
+
+
+async def test_a_listed_address_passes_and_a_spoofed_one_does_not(stack: Stack) -> None:
+    swaps = stack.swaps()
+    async with from_address(stack, FREE_ADDRESS) as office:
+        r = await office.get("/api/x", headers={"X-Cashu": "cashuBkept-not-spent"})
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert seen["x-paygress-free-client"] == "office" and seen["x-paygress-route"] == "api"
+    assert "x-paygress-paid" not in seen and "x-cashu" not in seen
+    before = stack.upstream.count
+    for forged in (
+        {"X-Forwarded-For": FREE_ADDRESS},
+        {"X-Forwarded-For": f"{FREE_ADDRESS}, {FREE_ADDRESS}"},
+        {"X-Real-IP": FREE_ADDRESS},
+        {"X-Paygress-Free-Client": "office"},
+    ):
+        r = await stack.http.get("/api/x", headers=forged)
+        assert r.status_code == 402, (forged, r.text)
+    assert stack.upstream.count == before
+    assert stack.swaps() == swaps
+
+
+async def test_a_listed_key_passes_its_route_and_is_never_forwarded(stack: Stack) -> None:
+    key = {"X-Paygress-Key": FREE_KEY}
+    r = await stack.http.get("/api/x", headers=key)
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert seen["x-paygress-free-client"] == "partner"
+    assert "x-paygress-key" not in seen and FREE_KEY not in str(seen)
+    assert (await stack.http.get("/live/x", headers=key)).status_code == 402, "not its route"
+    r = await stack.http.get("/api/x", headers={"X-Paygress-Key": FREE_KEY + "x"})
+    assert r.status_code == 402
+    assert (await stack.http.get("/public/x", headers=key)).status_code == 200
+    assert "x-paygress-key" not in stack.upstream.requests[-1]["headers"]
