@@ -2,6 +2,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paygress.config import ConfigError, load_config, load_mnemonic, parse_config
 from paygress.core.pricing import Mode
@@ -270,3 +271,13 @@ def test_a_tier_route_is_never_free() -> None:
     }
     with pytest.raises(ConfigError, match="'pods' sells pods, which are never free"):
         parse_config(raw)
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(yaml.safe_load(example), env={})
+    assert [r.name for r in config.routes] == ["api", "live"]
+    assert config.routes[0].methods == ("GET", "POST", "HEAD")
+    assert [c.name for c in config.free_clients.clients] == ["office", "partner"]
