@@ -119,6 +119,7 @@ class Gate:
         self._allowed = frozenset(settings.mints)
         free = pricing.free_clients
         self._unwanted = unwanted_names(TRUSTED_HEADERS, free.key_header if free else None)
+        self._unwanted_or_token = self._unwanted | _TOKEN_HEADERS
         self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
         self._later: dict[tuple[int, str, str, int], Answer] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
@@ -207,7 +208,6 @@ class Gate:
         headers = request.headers
         if self.pods is not None and self.pods.answers(request.path):
             return await self.pods.answer(request.path)
-        spoofed = self._spoofed(headers)
         try:
             rule = self.pricing.match(request.method, request.host, request.path, request.context)
         except BadHost as exc:
@@ -216,9 +216,12 @@ class Gate:
             log.error("route misconfigured: %s", exc)
             return deny(500, "misconfigured", "route_misconfigured", str(exc))
         if rule is None:
-            if spoofed or "x-cashu" in headers or "authorization" in headers:
-                return _free(self._removals(headers, spoofed))
-            return FREE
+            # One pass over the header names finds anything to strip (usually nothing).
+            if self._unwanted_or_token.isdisjoint(headers):
+                return FREE
+            return _free(self._removals(headers, self._spoofed(headers)))
+        # Forged trusted headers, their aliases, the free-client key: usually none.
+        spoofed = () if self._unwanted.isdisjoint(headers) else present(self._unwanted, headers)
         if rule.mode is Mode.POD and self.pods is None:
             return deny(500, "misconfigured", "route_misconfigured", "tier route without pods")
         free = self.pricing.free_clients
@@ -550,6 +553,7 @@ class Gate:
         return denial
 
 
+_TOKEN_HEADERS = frozenset(("x-cashu", "authorization"))
 _PAID_HEADERS = frozenset(
     ("x-paygress-paid", "x-paygress-unit", "x-paygress-grant", "x-paygress-route")
 )
