@@ -18,8 +18,15 @@ from typing import Any, TypeVar
 import yaml
 
 from paygress.core.free_clients import DEFAULT_KEY_HEADER, FreeClient, FreeClients
-from paygress.core.gate import DEFAULT_MAX_PROOFS, DEFAULT_MAX_TOKEN_BYTES, GateSettings
+from paygress.core.gate import (
+    DEFAULT_MAX_PROOFS,
+    DEFAULT_MAX_TOKEN_BYTES,
+    TRUSTED_HEADERS,
+    GateSettings,
+)
 from paygress.core.hosts import BadHost, normalize_host
+from paygress.core.pod_access import IMAGE_HEADER
+from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
 from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.tiers import Tier
 from paygress.event_loop import CHOICES
@@ -549,7 +556,11 @@ def _match(value: Any, where: str) -> dict[str, Any]:
 
 
 _HEADER_VALUE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Headers Paygress or the proxy read or set themselves: never a free client's key header.
 _RESERVED_HEADERS = {
+    *TRUSTED_HEADERS,
+    IMAGE_HEADER,
+    POD_KEY_HEADER,
     "x-cashu",
     "authorization",
     "host",
@@ -558,16 +569,6 @@ _RESERVED_HEADERS = {
     "x-original-uri",
     "x-original-url",
     "x-original-method",
-    "x-paygress-pod",
-    "x-paygress-image",
-    "x-paygress-paid",
-    "x-paygress-unit",
-    "x-paygress-grant",
-    "x-paygress-route",
-    "x-paygress-remaining",
-    "x-paygress-expires",
-    "x-paygress-dry-run",
-    "x-paygress-free-client",
 }
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+|E\d+)?")

@@ -23,7 +23,9 @@ import pytest_asyncio
 
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
+from tests.integration import edge_checks as edge
 from tests.integration import raw_http
+from tests.integration.edge_checks import FREE_ADDRESS, FREE_KEY
 from tests.integration.raw_http import send_raw
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
@@ -37,10 +39,6 @@ MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
 )
 OTHER_MNEMONIC = "legal winner thank year wave sausage worth useful legal winner thank yellow"
-# Free clients of gate_config: the loopback address 127.0.0.2 (tests bind their client side
-# there), and a partner's API key, on the `api` route only.
-FREE_ADDRESS = "127.0.0.2"
-FREE_KEY = "partner-key-2f6c0a51e8d94b7cbd1e43a8b9c07f12"
 
 
 def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
@@ -502,31 +500,21 @@ async def test_other_spellings_of_a_priced_path_are_not_free(stack: Stack, path:
     assert status in (400, 402), f"{path} answered {status}"
 
 
-# -- spellings, stripping and free clients through Envoy ---------------------------------------
+# -- spellings, stripping and free clients through Envoy (see edge_checks) --------------------
 
 
-def from_address(stack: Stack, address: str) -> httpx.AsyncClient:
-    """A client whose connections come from `address` (loopback: any 127.x works)."""
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    return httpx.AsyncClient(
-        base_url=stack.envoy.url, transport=transport, trust_env=False, timeout=15
-    )
+def through(stack: Stack) -> edge.Target:
+    return edge.Target(stack.http, stack.upstream, stack.swaps)
 
 
 @pytest.mark.parametrize(
     ("request_bytes", "expected"),
     [
-        (raw_http.get("/hosted/x", "paid.example.com"), 402),
-        (raw_http.get("/hosted/x", "PAID.Example.COM"), 402),
-        (raw_http.get("/hosted/x", "paid.example.com."), 402),
-        (raw_http.get("/hosted/x", "paid.example.com:8000"), 402),
-        (raw_http.get("/hosted/x", "paid.example.com.:80"), 402),
+        *[(spelling, 402) for spelling in edge.PRICED_HOST_SPELLINGS],
         (raw_http.get("/hosted/x", "paid.example.com:80:80"), 400),
         (raw_http.get("/hosted/x", "paid.example.com%2e"), 400),
         # Two Host headers: Envoy joins them into one value, which names no host.
         (raw_http.get("/hosted/x", "paid.example.com", Host="free.example.com"), 400),
-        # The request line's authority wins over Host, for Envoy and for the price.
-        (raw_http.get("http://paid.example.com/hosted/x", "free.example.com"), 402),
         # HTTP/1.0 without Host: Envoy refuses HTTP/1.0 (accept_http_10 is off).
         (raw_http.get("/hosted/x", None, version="1.0"), 426),
         (raw_http.get("/hosted/x", None), 400),
@@ -536,9 +524,7 @@ def from_address(stack: Stack, address: str) -> httpx.AsyncClient:
 async def test_no_spelling_of_a_host_dodges_its_price(
     stack: Stack, request_bytes: bytes, expected: int
 ) -> None:
-    before = stack.upstream.count
-    assert await send_raw(stack.envoy.url, request_bytes) == expected
-    assert stack.upstream.count == before, "nothing reached the upstream"
+    assert await edge.unserved_status(through(stack), request_bytes) == expected
 
 
 async def test_a_bad_host_is_answered_with_its_reason(stack: Stack) -> None:
@@ -550,42 +536,22 @@ async def test_a_bad_host_is_answered_with_its_reason(stack: Stack) -> None:
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["/api;/x", "/api;jsessionid=1/x", "/public/..;/api/x", "/API/x", "/Api;v=2/X", "/%41PI/x"],
-)
+@pytest.mark.parametrize("path", [*edge.PRICED_PATH_SPELLINGS, "/%41PI/x"])
 async def test_path_parameters_and_letter_case_do_not_dodge_a_price(
     stack: Stack, path: str
 ) -> None:
-    before = stack.upstream.count
-    assert await send_raw(stack.envoy.url, raw_http.get(path)) == 402
-    assert stack.upstream.count == before
+    assert await edge.unserved_status(through(stack), raw_http.get(path)) == 402
 
 
 async def test_a_rule_for_get_prices_head_and_only_those(stack: Stack) -> None:
-    assert (await stack.http.head("/reports/1")).status_code == 402
-    assert (await stack.http.get("/reports/1")).status_code == 402
-    assert (await stack.http.post("/reports/1")).status_code == 200
+    await edge.head_is_priced_like_get(through(stack))
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"X-Cashu": "cashuBnot-even-a-token"},
-        {"Authorization": "Cashu cashuBsomething"},
-        {"Authorization": "Bearer cashuAsomething"},
-    ],
-    ids=["x-cashu", "authorization-cashu", "authorization-bearer-cashu"],
-)
+@pytest.mark.parametrize("carrier", edge.TOKEN_CARRIERS)
 async def test_a_token_never_reaches_the_upstream_of_a_free_route(
-    stack: Stack, headers: dict[str, str]
+    stack: Stack, carrier: str
 ) -> None:
-    r = await stack.http.get("/public/x", headers=headers)
-    assert r.status_code == 200, r.text
-    seen = stack.upstream.requests[-1]["headers"]
-    assert "x-cashu" not in seen and "authorization" not in seen
-    r = await stack.http.get("/public/x", headers={"Authorization": "Basic dTpw"})
-    assert stack.upstream.requests[-1]["headers"]["authorization"] == "Basic dTpw"
+    await edge.no_token_reaches_a_free_upstream(through(stack), edge.TOKEN_CARRIERS[carrier])
 
 
 async def test_aliases_of_trusted_headers_never_reach_the_upstream(stack: Stack) -> None:
@@ -607,35 +573,8 @@ async def test_aliases_of_trusted_headers_never_reach_the_upstream(stack: Stack)
 
 
 async def test_a_listed_address_passes_and_a_spoofed_one_does_not(stack: Stack) -> None:
-    swaps = stack.swaps()
-    async with from_address(stack, FREE_ADDRESS) as office:
-        r = await office.get("/api/x", headers={"X-Cashu": "cashuBkept-not-spent"})
-    assert r.status_code == 200, r.text
-    seen = stack.upstream.requests[-1]["headers"]
-    assert seen["x-paygress-free-client"] == "office" and seen["x-paygress-route"] == "api"
-    assert "x-paygress-paid" not in seen and "x-cashu" not in seen
-    before = stack.upstream.count
-    for forged in (
-        {"X-Forwarded-For": FREE_ADDRESS},
-        {"X-Forwarded-For": f"{FREE_ADDRESS}, {FREE_ADDRESS}"},
-        {"X-Real-IP": FREE_ADDRESS},
-        {"X-Paygress-Free-Client": "office"},
-    ):
-        r = await stack.http.get("/api/x", headers=forged)
-        assert r.status_code == 402, (forged, r.text)
-    assert stack.upstream.count == before
-    assert stack.swaps() == swaps
+    await edge.a_listed_address_passes_and_a_spoofed_one_does_not(through(stack))
 
 
 async def test_a_listed_key_passes_its_route_and_is_never_forwarded(stack: Stack) -> None:
-    key = {"X-Paygress-Key": FREE_KEY}
-    r = await stack.http.get("/api/x", headers=key)
-    assert r.status_code == 200, r.text
-    seen = stack.upstream.requests[-1]["headers"]
-    assert seen["x-paygress-free-client"] == "partner"
-    assert "x-paygress-key" not in seen and FREE_KEY not in str(seen)
-    assert (await stack.http.get("/live/x", headers=key)).status_code == 402, "not its route"
-    r = await stack.http.get("/api/x", headers={"X-Paygress-Key": FREE_KEY + "x"})
-    assert r.status_code == 402
-    assert (await stack.http.get("/public/x", headers=key)).status_code == 200
-    assert "x-paygress-key" not in stack.upstream.requests[-1]["headers"]
+    await edge.a_listed_key_passes_its_route_and_is_never_forwarded(through(stack))
