@@ -1,11 +1,13 @@
 """What every ingress must show, run through Envoy (test_payment_gate) and through NGINX and
 Traefik (test_forward_auth): no spelling of a host or path dodges a price, HEAD is priced like
 GET, no token reaches an upstream, and listed clients pass by address or key while a spoofed
-address earns nothing. The routes and free clients are those of test_payment_gate.gate_config.
+address earns nothing. The routes are those of test_payment_gate.gate_config, the free clients
+FREE_CLIENTS below.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +17,20 @@ import httpx
 from tests.integration import raw_http
 from tests.peers.upstream import EchoUpstream
 
-# gate_config's free clients: the loopback address 127.0.0.2 (a test binds its client side
-# there), and a partner's API key on the `api` route only.
+# The free clients: the loopback address 127.0.0.2 (a test binds its client side there), and
+# a partner's API key on the `api` route only.
 FREE_ADDRESS = "127.0.0.2"
 FREE_KEY = "partner-key-2f6c0a51e8d94b7cbd1e43a8b9c07f12"
+FREE_CLIENTS = {
+    "clients": [
+        {"name": "office", "cidrs": [f"{FREE_ADDRESS}/32"]},
+        {
+            "name": "partner",
+            "api_key_sha256": hashlib.sha256(FREE_KEY.encode()).hexdigest(),
+            "routes": ["api"],
+        },
+    ]
+}
 
 # Spellings of the host of the `hosted` route that every proxy passes on, and Paygress prices.
 PRICED_HOST_SPELLINGS = [

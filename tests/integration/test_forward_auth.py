@@ -79,7 +79,7 @@ async def stack(
     workdir = Path(tempfile.mkdtemp(prefix="pg-fa-"))
     http_port = free_port()
     proxy = await CountingProxy.to_url(mint.url).start()
-    config = gate_config(proxy.url, workdir / "state")
+    config = gate_config(proxy.url, workdir / "state") | {"free_clients": edge.FREE_CLIENTS}
     config["listen"] = {"http": f"{LOOPBACK}:{http_port}"}
     # A seed of its own: another Paygress on the same mint with the same seed would make this
     # one's first swaps collide with outputs the mint already signed.

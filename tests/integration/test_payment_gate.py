@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
 from tests.integration import edge_checks as edge
 from tests.integration import raw_http
-from tests.integration.edge_checks import FREE_ADDRESS, FREE_KEY
+from tests.integration.edge_checks import FREE_KEY
 from tests.integration.raw_http import send_raw
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
@@ -75,16 +74,6 @@ def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
                 "price": 2,
             },
         ],
-        "free_clients": {
-            "clients": [
-                {"name": "office", "cidrs": [f"{FREE_ADDRESS}/32"]},
-                {
-                    "name": "partner",
-                    "api_key_sha256": hashlib.sha256(FREE_KEY.encode()).hexdigest(),
-                    "routes": ["api"],
-                },
-            ]
-        },
     }
 
 
@@ -168,7 +157,9 @@ async def stack(
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="pg-gate-"))
-    async with gate_stack(workdir, mint, upstream, wallet, MNEMONIC) as s:
+    async with gate_stack(
+        workdir, mint, upstream, wallet, MNEMONIC, free_clients=edge.FREE_CLIENTS
+    ) as s:
         yield s
 
 
@@ -452,7 +443,9 @@ async def test_metrics_match_a_scripted_run(
 
     metrics_port = free_port()
     metrics = {"listen": f"127.0.0.1:{metrics_port}"}
-    async with gate_stack(tmp, mint, upstream, wallet, OTHER_MNEMONIC, metrics=metrics) as s:
+    async with gate_stack(
+        tmp, mint, upstream, wallet, OTHER_MNEMONIC, metrics=metrics, free_clients=edge.FREE_CLIENTS
+    ) as s:
         token = await s.token(7)  # 6 after the fee: 3 requests
         script = [
             ("/free", {}),
