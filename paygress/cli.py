@@ -116,6 +116,11 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"mints: {', '.join(config.mints) or 'none'}")
     for rule in config.routes:
         print(f"route {rule.name}: {rule.describe(config.unit)} ({rule.mode.value})")
+    free = config.free_clients
+    if free.clients:
+        print(f"free clients: {len(free.clients)} (api key header: {free.api_key_header})")
+    for client in free.clients:
+        print(f"free client {client.name}: {client.describe()}")
     return 0
 
 

@@ -59,12 +59,16 @@ def to_request(request: web.Request, *, nginx: bool = False, trusted_hops: int =
     else:
         method = h.get("X-Forwarded-Method") or h.get("X-Original-Method")
         uri = h.get("X-Forwarded-Uri") or h.get("X-Original-URI")
-    host = h.get("X-Forwarded-Host") or h.get("Host") or ""
+    # The Host of a forward-auth call names Paygress (the proxy's upstream for it), never the
+    # client's request. That host is X-Forwarded-Host (Traefik's, or NGINX's $host: the
+    # request line's authority wins over a Host header there, as at the proxy), else the
+    # authority of X-Original-URL (ingress-nginx); neither means the request named none.
+    host = h.get("X-Forwarded-Host", "")
     original_url = h.get("X-Original-URL")
     if original_url and (nginx or uri is None):  # ingress-nginx sends the full URL
         parts = urlsplit(original_url)
         uri = parts.path + (f"?{parts.query}" if parts.query else "")
-        host = parts.netloc or host
+        host = host or parts.netloc
     return HttpRequest(
         (method or request.method).upper(),
         host,

@@ -38,7 +38,6 @@ from paygress.config import Config
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
-from paygress.core.pricing import Pricing
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
@@ -315,7 +314,7 @@ async def _gate(
     payments = config.payments
     budget = payments.unproven_swaps
     gate = Gate(
-        Pricing(config.routes),
+        config.pricing(),
         GateSettings(
             unit=config.unit,
             mints=config.mints,

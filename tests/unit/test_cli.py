@@ -137,6 +137,25 @@ def test_check_config_prints_summary(tmp: Path, capsys: pytest.CaptureFixture[st
     assert "route live: 60 seconds per 5 sat (per_second)" in out
 
 
+def test_check_config_shows_free_clients_without_their_keys(
+    tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = "ab" * 32
+    free = {
+        "clients": [
+            {"name": "office", "cidrs": ["10.0.0.0/8"]},
+            {"name": "partner", "api_key_sha256": digest, "routes": ["api"]},
+        ]
+    }
+    path = write_config(tmp, config_dict(tmp, free_clients=free))
+    assert main(["check-config", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "free clients: 2 (api key header: x-paygress-key)" in out
+    assert "free client office: 10.0.0.0/8; every priced route" in out
+    assert f"free client partner: api key sha256 {digest[:12]}…; api" in out
+    assert digest not in out
+
+
 def test_check_config_reads_paygress_config_env(
     tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
