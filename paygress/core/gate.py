@@ -19,6 +19,7 @@ from paygress.core.free_clients import FREE_CLIENT_HEADER, FreeClient
 from paygress.core.grants import GrantBook
 from paygress.core.hosts import BadHost
 from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
+from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
 from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
@@ -118,7 +119,9 @@ class Gate:
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
         free = pricing.free_clients
-        self._unwanted = unwanted_names(TRUSTED_HEADERS, free.key_header if free else None)
+        self._unwanted = unwanted_names(
+            TRUSTED_HEADERS, free.key_header if free else None, POD_KEY_HEADER
+        )
         self._unwanted_or_token = self._unwanted | _TOKEN_HEADERS
         self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
         self._later: dict[tuple[int, str, str, int], Answer] = {}

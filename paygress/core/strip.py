@@ -26,16 +26,19 @@ def spellings(name: str) -> frozenset[str]:
     )
 
 
-def unwanted_names(trusted: Iterable[str], secret: str | None = None) -> frozenset[str]:
+def unwanted_names(trusted: Iterable[str], *secrets: str | None) -> frozenset[str]:
     """Every name to strip, as one set: a request is checked with one `isdisjoint` over its
-    header names, which costs what looking up a few names one by one costs."""
+    header names, which costs what looking up a few names one by one costs. `secrets` are
+    the client's own credentials Paygress reads (the free-client key, the pod key): never
+    for an upstream either."""
     names: set[str] = set()
     for name in trusted:
         # Paygress's own names get every alias; others (x-envoy-original-dst-host) are read
         # by Envoy itself, under that exact name only.
         names |= spellings(name) if name.startswith("x-paygress-") else {name}
-    if secret:
-        names |= spellings(secret)
+    for secret in secrets:
+        if secret:
+            names |= spellings(secret)
     return frozenset(names)
 
 

@@ -60,6 +60,7 @@ def req(path: str, client: str = "203.0.113.7", host: str = "h", **headers: str)
         ({"x-paygress-free-client": "office"}, {"x-paygress-free-client"}),
         ({"x-paygress-key": KEY}, {"x-paygress-key"}),
         ({"x.paygress.key": KEY}, {"x.paygress.key"}),
+        ({"x-paygress-pod-key": "ab" * 32}, {"x-paygress-pod-key"}),  # the payer's pod key
     ],
 )
 async def test_a_free_route_strips_tokens_forgeries_and_the_key(

@@ -24,3 +24,8 @@ def test_present_is_sorted() -> None:
     names = unwanted_names(TRUSTED_HEADERS)
     headers = {"x.paygress.paid": "1", "x-paygress-unit": "sat", "accept": "*/*"}
     assert present(names, headers) == ("x-paygress-unit", "x.paygress.paid")
+
+
+def test_the_pod_key_is_a_secret_of_the_payer_and_never_for_an_upstream() -> None:
+    names = unwanted_names(TRUSTED_HEADERS, None, "x-paygress-pod-key")
+    assert {"x-paygress-pod-key", "x_paygress_pod_key"} <= names
