@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from paygress import __version__
-from paygress.config import DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET, ENV_OVERRIDES, Config
+from paygress.config import ENV_OVERRIDES, Config
 
 if TYPE_CHECKING:
     from paygress.core.pricing import RouteRule
@@ -57,29 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"paygress {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    serve = sub.add_parser(
+    _config_command(
+        sub,
         "serve",
+        _serve,
         help="run the ext_authz gRPC service",
         description="Runs Paygress: ext_authz, health and reflection on listen.socket (and "
         "listen.tcp), the wallet admin on listen.admin_socket, forward-auth on listen.http, "
         "metrics on metrics.listen. SIGTERM drains and stops it.",
-        epilog=environment_help(),
-        formatter_class=_Formatter,
     )
-    serve.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    serve.set_defaults(func=_serve)
-
-    check = sub.add_parser(
+    _config_command(
+        sub,
         "check-config",
+        _check_config,
         help="validate a config file and print what it sets up",
         description="Validates the config (file and environment, as `serve` reads them) and "
         "prints every listener, the state directory, the mints, the payment settings and the "
         "routes; warns about a config that would sell nothing. Exit 2 when it is invalid.",
-        epilog=environment_help(),
-        formatter_class=_Formatter,
     )
-    check.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    check.set_defaults(func=_check_config)
 
     health = sub.add_parser(
         "health",
@@ -87,15 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Asks grpc.health.v1 on the server's ext_authz socket; prints SERVING or "
         "NOT_SERVING. Exit 0 only when serving (usable as a readiness probe).",
     )
-    health.add_argument(
-        "--config", metavar="FILE", help="the server's config, to find listen.socket " + _DEFAULT
-    )
-    health.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the server's ext_authz socket (default: listen.socket of the config, "
-        f"$PAYGRESS_SOCKET, or {DEFAULT_SOCKET})",
-    )
+    _socket_arguments(health, "socket", "ext_authz socket")
     health.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -129,17 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         description="The operator wallet, through the running server's admin socket "
         "(listen.admin_socket): the server stays the only writer of the wallet.",
     )
-    wallet.add_argument(
-        "--config",
-        metavar="FILE",
-        help="the server's config, to find its admin socket " + _DEFAULT,
-    )
-    wallet.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the server's admin socket (default: listen.admin_socket of the config, "
-        f"$PAYGRESS_ADMIN_SOCKET, or {DEFAULT_ADMIN_SOCKET})",
-    )
+    _socket_arguments(wallet, "admin_socket", "admin socket")
     wsub = wallet.add_subparsers(metavar="ACTION")
     balance = wsub.add_parser("balance", help="spendable and pending ecash per mint")
     balance.set_defaults(func=_balance)
@@ -169,7 +146,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_DEFAULT = "(default: $PAYGRESS_CONFIG)"
+def _config_command(
+    sub: Any, name: str, func: Any, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A command that reads the config as `serve` does; its help lists the environment."""
+    command: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=environment_help(),
+        formatter_class=_Formatter,
+    )
+    command.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    command.set_defaults(func=func)
+    return command
+
+
+def _variable(key: str) -> str:
+    """The environment variable that replaces a config key."""
+    return next(var for var, path in ENV_OVERRIDES.items() if path == key)
+
+
+def _socket_arguments(parser: argparse.ArgumentParser, key: str, what: str) -> None:
+    """--config and --socket of a command that talks to the server on listen.<key>."""
+    variable = _variable(f"listen.{key}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"the server's config, to find listen.{key} (default: $PAYGRESS_CONFIG)",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help=f"the server's {what} (default: listen.{key} of the config, ${variable}, or "
+        f"{getattr(Config().listen, key)})",
+    )
 
 
 def environment_help() -> str:
@@ -399,7 +410,7 @@ def _socket(args: argparse.Namespace, key: str) -> Target | None:
     server_config = config if file else None
     if args.socket:
         return Target(str(args.socket), "--socket", server_config)
-    variable = next(var for var, path in ENV_OVERRIDES.items() if path == f"listen.{key}")
+    variable = _variable(f"listen.{key}")
     path: str = getattr(config.listen, key)
     if variable in os.environ:
         origin = f"${variable}"
