@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the scripts that source it use these
 # Settings shared by the scripts of deploy/local (sourced, not run).
 #
 # The defaults are the addresses of deploy/envoy/envoy.yaml (Envoy on :8000, its admin on
