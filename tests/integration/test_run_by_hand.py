@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -48,15 +49,23 @@ class Local:
         return f"http://127.0.0.1:{self.envoy_port}"
 
     def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        """Runs a command in a session of its own: on a timeout, what it started goes too
+        (e.g. a `cashu invoice` still waiting)."""
+        with subprocess.Popen(
             argv,
             cwd=REPO,
             env={**self.env, **env},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=90,
-            check=False,
-        )
+            start_new_session=True,
+        ) as proc:
+            try:
+                out, err = proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def paygress(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """The README's `.venv/bin/paygress ... --config deploy/local/paygress.yaml`, told where
