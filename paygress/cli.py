@@ -305,6 +305,7 @@ def config_summary(config: Config, loop: str) -> list[str]:
         "unproven swaps: "
         f"{budget.per_mint_per_minute:g}/min per mint (burst {budget.per_mint_burst}), "
         f"{budget.per_client_per_minute:g}/min per client (burst {budget.per_client_burst})",
+        _offline_line(config),
         f"limits: tokens up to {config.limits.max_token_bytes} bytes and "
         f"{config.limits.max_proofs} proofs",
     ]
@@ -318,6 +319,16 @@ def config_summary(config: Config, loop: str) -> list[str]:
             f"{f'kubeconfig {kube.kubeconfig}' if kube.kubeconfig else 'in-cluster credentials'}"
         )
     return lines
+
+
+def _offline_line(config: Config) -> str:
+    offline = config.offline
+    if not offline.accept_locked:
+        return "offline: off (tokens locked to the operator are swapped at once)"
+    return (
+        f"offline: locked tokens pass without a mint call (queue {offline.max_queue} proofs, "
+        f"batches of {offline.batch_proofs} every {offline.interval_seconds:g} s)"
+    )
 
 
 def _route_line(rule: RouteRule, unit: str) -> str:

@@ -214,6 +214,10 @@ def test_check_config_prints_summary(tmp: Path, capsys: pytest.CaptureFixture[st
     assert "payments: a check waits 2.5 s for a swap (then 503 payment_pending)" in out
     assert "DLEQ proofs optional" in out
     assert "60/min per mint (burst 10), 6/min per client (burst 3)" in out
+    assert (
+        "offline: locked tokens pass without a mint call (queue 10000 proofs, batches of 64 "
+        "every 2 s)" in out
+    )
     assert "limits: tokens up to 8192 bytes and 64 proofs" in out
     assert "route api: 1 request per 4 sat (per_request), matching path_prefix /api/" in out
     assert "route live: 60 seconds per 5 sat (per_second), matching path_prefix /live/" in out
@@ -226,6 +230,7 @@ def test_check_config_shows_every_listener_and_setting(
     config = config_dict(
         tmp,
         dry_run=True,
+        offline={"accept_locked": False},
         metrics={"listen": "0.0.0.0:9464"},
         payments={
             "timeout_seconds": 1.5,
@@ -245,6 +250,7 @@ def test_check_config_shows_every_listener_and_setting(
     assert "dry run: ON: every request is let through" in out
     assert "a check waits 1.5 s for a swap" in out and "DLEQ proofs required" in out
     assert "30/min per mint (burst 10), 6/min per client (burst 2)" in out
+    assert "offline: off (tokens locked to the operator are swapped at once)" in out
     assert "matching hosts api.example.com; path_prefix /api/; methods GET, POST" in out
     assert "route rx: 1 request per 1 sat (per_request), matching path_regex ^/r/[0-9]+$" in out
     assert "route all: 1 request per 9 sat (per_request), matching every request" in out
