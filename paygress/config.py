@@ -7,6 +7,7 @@ PAYGRESS_MNEMONIC_FILE (see `load_mnemonic`).
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -16,8 +17,17 @@ from typing import Any, TypeVar
 
 import yaml
 
-from paygress.core.gate import DEFAULT_MAX_PROOFS, DEFAULT_MAX_TOKEN_BYTES, GateSettings
-from paygress.core.pricing import Mode, RouteRule, normalize_mint_url
+from paygress.core.free_clients import DEFAULT_KEY_HEADER, FreeClient, FreeClients
+from paygress.core.gate import (
+    DEFAULT_MAX_PROOFS,
+    DEFAULT_MAX_TOKEN_BYTES,
+    TRUSTED_HEADERS,
+    GateSettings,
+)
+from paygress.core.hosts import BadHost, normalize_host
+from paygress.core.pod_access import IMAGE_HEADER
+from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
+from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.tiers import Tier
 from paygress.event_loop import CHOICES
 
@@ -70,6 +80,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "PAYGRESS_DRY_RUN": "dry_run",
     "PAYGRESS_REQUIRE_DLEQ": "payments.require_dleq",
     "PAYGRESS_ACCEPT_LOCKED": "offline.accept_locked",
+    "PAYGRESS_API_KEY_HEADER": "free_clients.api_key_header",
     "PAYGRESS_NAMESPACE": "kubernetes.namespace",
     "PAYGRESS_KUBECONFIG": "kubernetes.kubeconfig",
 }
@@ -164,7 +175,7 @@ class SessionsConfig:
 
     enabled: bool = setting(True, lambda v, w: _bool(v, w))
     issuer: str = setting("paygress", lambda v, w: _str(v, w))
-    header: str = setting("x-paygress-session", lambda v, w: _header_name(v, w))
+    header: str = setting("x-paygress-session", lambda v, w: _session_header(v, w))
     cookie: str = setting("", lambda v, w: _cookie_name(v, w))  # "" = no cookie
     # Key rotation: the key signing new sessions, and older generations still accepted.
     key_generation: int = setting(0, lambda v, w: _int(v, w))
@@ -173,6 +184,16 @@ class SessionsConfig:
     # exp is signed this long before the paid end: the proxy's clock skew plus one second
     # (deploy/envoy: skew 1, margin 2; Istio's RequestAuthentication: skew 60, margin 61).
     expiry_margin_seconds: int = setting(2, lambda v, w: _int(v, w))
+
+
+@dataclass(frozen=True, slots=True)
+class FreeClientsConfig:
+    """Clients that pass priced routes without paying: by source address, API key, or both
+    (see paygress/core/free_clients.py)."""
+
+    # The request header that carries a listed client's API key; removed before the upstream.
+    api_key_header: str = setting(DEFAULT_KEY_HEADER, lambda v, w: _header_name(v, w))
+    clients: tuple[FreeClient, ...] = setting((), lambda v, w: _free_clients(v, w))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +216,7 @@ class Config:
     mints: tuple[str, ...] = setting((), lambda v, w: _mints(v, w))
     tiers: tuple[Tier, ...] = setting((), lambda v, w: _tiers(v, w))
     routes: tuple[RouteRule, ...] = field(default=(), metadata={"late": True})
+    free_clients: FreeClientsConfig = section(FreeClientsConfig)
     limits: LimitsConfig = section(LimitsConfig)
     # The most one call to a mint may take, all in (connect, send, a trickling answer).
     mint_timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
@@ -221,6 +243,12 @@ class Config:
     def metrics_listen(self) -> str | None:
         return self.metrics.listen
 
+    def pricing(self) -> Pricing:
+        """The routes and the free clients, as the gate reads them."""
+        free = self.free_clients
+        listed = FreeClients(free.clients, free.api_key_header) if free.clients else None
+        return Pricing(self.routes, listed)
+
 
 _SECRET_KEYS = {"mnemonic", "seed", "seed_words", "private_key"}
 _ROUTE_KEYS = {"name", "match", "price", "mode", "grants", "description", "tier"}
@@ -235,7 +263,8 @@ _TIER_KEYS = {
     "min_seconds",
     "max_seconds",
 }
-_MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods"}
+_FREE_CLIENT_KEYS = {"name", "cidrs", "api_key_sha256", "routes"}
+_MATCH_KEYS = {"hosts", "path_prefix", "path_regex", "methods", "case_insensitive"}
 
 
 def load_config(
@@ -286,7 +315,19 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError(f"routes: duplicate route name {sorted(dupes)[0]!r}")
     if routes and not config.mints:
         raise ConfigError(f"{where('mints')}: priced routes need at least one accepted mint")
+    _check_free_routes(config.free_clients.clients, {r.name: r for r in routes})
     return replace(config, routes=routes)
+
+
+def _check_free_routes(clients: tuple[FreeClient, ...], routes: Mapping[str, RouteRule]) -> None:
+    for i, client in enumerate(clients):
+        for name in sorted(client.routes):
+            rule = routes.get(name)
+            where = f"free_clients.clients[{i}] ({client.name}).routes"
+            if rule is None:
+                raise ConfigError(f"{where}: no route {name!r} in routes")
+            if rule.mode is Mode.POD:
+                raise ConfigError(f"{where}: {name!r} sells pods, which are never free")
 
 
 def _merge_env(
@@ -348,6 +389,64 @@ def _tiers(value: Any, where: str) -> tuple[Tier, ...]:
     return tiers
 
 
+def _free_clients(value: Any, where: str) -> tuple[FreeClient, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list")
+    clients = tuple(_free_client(c, f"{where}[{i}]") for i, c in enumerate(value))
+    names = [c.name for c in clients]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: duplicate name {dupes[0]!r}")
+    return clients
+
+
+def _free_client(raw: Any, where: str) -> FreeClient:
+    raw = _mapping(raw, where)
+    _no_unknown(raw, _FREE_CLIENT_KEYS, f"{where}.")
+    name = _str(raw.get("name"), f"{where}.name")
+    if not _HEADER_VALUE.fullmatch(name):
+        raise ConfigError(
+            f"{where}.name: letters, digits, '.', '_' and '-' only (it is sent upstream)"
+        )
+    where = f"{where} ({name})"
+    cidrs = _str_list(raw.get("cidrs", []), f"{where}.cidrs")
+    key = raw.get("api_key_sha256")
+    if not cidrs and key is None:
+        raise ConfigError(f"{where}: give cidrs, api_key_sha256, or both (both: both must match)")
+    return FreeClient(
+        name=name,
+        networks=tuple(_cidr(c, f"{where}.cidrs[{i}]") for i, c in enumerate(cidrs)),
+        key_sha256=None if key is None else _sha256_hex(key, f"{where}.api_key_sha256"),
+        routes=frozenset(_str_list(raw.get("routes", []), f"{where}.routes")),
+    )
+
+
+def _cidr(value: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not an address range such as 10.0.0.0/8 ({exc})") from None
+
+
+def _sha256_hex(value: Any, where: str) -> bytes:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ConfigError(
+            f"{where}: must be the key's SHA-256 as 64 hex digits, e.g. from "
+            '`printf %s "$KEY" | sha256sum`; the key itself never goes in the config'
+        )
+    return bytes.fromhex(text)
+
+
+def _header_name(value: Any, where: str) -> str:
+    name = _str(value, where).strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise ConfigError(f"{where}: must be a header name (letters, digits, '-')")
+    if name in _RESERVED_HEADERS or name.startswith(("x-envoy-", "x-forwarded-")):
+        raise ConfigError(f"{where}: {name!r} is a header Paygress or the proxy reads itself")
+    return name
+
+
 def load_mnemonic(env: Mapping[str, str] | None = None) -> str:
     """The wallet mnemonic from PAYGRESS_MNEMONIC or the file named by PAYGRESS_MNEMONIC_FILE."""
     env = os.environ if env is None else env
@@ -399,14 +498,8 @@ def _route(raw: Any, index: int, unit: str, tiers: Mapping[str, Tier]) -> RouteR
     _no_unknown(raw, _ROUTE_KEYS, f"{where}.")
     name = _str(raw.get("name", f"route-{index}"), f"{where}.name")
     where = f"routes[{index}] ({name})"
-    match = _mapping(raw.get("match", {}), f"{where}.match")
-    _no_unknown(match, _MATCH_KEYS, f"{where}.match.")
-    regex = match.get("path_regex")
-    if regex is not None:
-        try:
-            re.compile(_str(regex, f"{where}.match.path_regex"))
-        except re.error as exc:
-            raise ConfigError(f"{where}.match.path_regex: invalid regex: {exc}") from exc
+    match = _match(raw.get("match", {}), f"{where}.match")
+    description = _str(raw.get("description", ""), f"{where}.description", empty_ok=True)
     mode_raw = _str(raw.get("mode", "per_request"), f"{where}.mode")
     try:
         mode = Mode(mode_raw)
@@ -423,42 +516,79 @@ def _route(raw: Any, index: int, unit: str, tiers: Mapping[str, Tier]) -> RouteR
             raise ConfigError(f"{where}: a tier route takes its price from the tier")
         return RouteRule(
             name=name,
-            hosts=tuple(
-                h.lower() for h in _str_list(match.get("hosts", []), f"{where}.match.hosts")
-            ),
-            path_prefix=(
-                _str(match["path_prefix"], f"{where}.match.path_prefix")
-                if "path_prefix" in match
-                else None
-            ),
-            path_regex=regex,
-            methods=tuple(
-                m.upper() for m in _str_list(match.get("methods", []), f"{where}.match.methods")
-            ),
             price=tier.min_payment,
             mode=Mode.POD,
-            description=_str(raw.get("description", ""), f"{where}.description", empty_ok=True),
+            description=description,
             tier=tier,
+            **match,
         )
     if "price" not in raw:
         raise ConfigError(f"{where}.price: required (amount in {unit}), or name a tier")
     return RouteRule(
         name=name,
-        hosts=tuple(h.lower() for h in _str_list(match.get("hosts", []), f"{where}.match.hosts")),
-        path_prefix=_str(match["path_prefix"], f"{where}.match.path_prefix")
-        if "path_prefix" in match
-        else None,
-        path_regex=regex,
-        methods=tuple(
-            m.upper() for m in _str_list(match.get("methods", []), f"{where}.match.methods")
-        ),
         price=_int(raw["price"], f"{where}.price", 1),
         mode=mode,
         grants=_int(raw.get("grants", 1), f"{where}.grants", 1),
-        description=_str(raw.get("description", ""), f"{where}.description", empty_ok=True),
+        description=description,
+        **match,
     )
 
 
+def _match(value: Any, where: str) -> dict[str, Any]:
+    """A route's `match`, as RouteRule's keyword arguments (hosts in their canonical spelling,
+    methods uppercase)."""
+    match = _mapping(value, where)
+    _no_unknown(match, _MATCH_KEYS, f"{where}.")
+    hosts = _str_list(match.get("hosts", []), f"{where}.hosts")
+    for i, host in enumerate(hosts):
+        try:
+            if not normalize_host(host):
+                raise BadHost("empty")
+        except BadHost:
+            raise ConfigError(
+                f"{where}.hosts[{i}]: {host!r} is not a host name or address "
+                "(a port, a trailing dot and letter case are ignored anyway)"
+            ) from None
+    prefix = match.get("path_prefix")
+    if prefix is not None:
+        prefix = _str(prefix, f"{where}.path_prefix")
+        if ";" in prefix:
+            raise ConfigError(
+                f"{where}.path_prefix: must not contain ';' (path parameters are removed "
+                "before matching, so it would never match)"
+            )
+    regex = match.get("path_regex")
+    if regex is not None:
+        try:
+            re.compile(_str(regex, f"{where}.path_regex"))
+        except re.error as exc:
+            raise ConfigError(f"{where}.path_regex: invalid regex: {exc}") from exc
+    methods = _str_list(match.get("methods", []), f"{where}.methods")
+    case_insensitive = _bool(match.get("case_insensitive", False), f"{where}.case_insensitive")
+    return {
+        "hosts": tuple(hosts),
+        "path_prefix": prefix,
+        "path_regex": regex,
+        "methods": tuple(m.upper() for m in methods),
+        "case_insensitive": case_insensitive,
+    }
+
+
+_HEADER_VALUE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Headers Paygress or the proxy read or set themselves: never a free client's key header.
+_RESERVED_HEADERS = {
+    *TRUSTED_HEADERS,
+    IMAGE_HEADER,
+    POD_KEY_HEADER,
+    "x-cashu",
+    "authorization",
+    "host",
+    "x-real-ip",
+    "x-request-id",
+    "x-original-uri",
+    "x-original-url",
+    "x-original-method",
+}
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+|E\d+)?")
 
@@ -562,15 +692,10 @@ def _file_mode(value: Any, where: str) -> int:
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 
 
-def _header_name(value: Any, where: str) -> str:
-    name = _str(value, where).lower()
-    if not _TOKEN.fullmatch(name):
-        raise ConfigError(f"{where}: not an HTTP header name")
-    reserved = name in ("x-cashu", "authorization", "cookie", "host") or name.startswith(
-        ("x-paygress-", "x-envoy-")
-    )
-    if reserved and name != "x-paygress-session":
-        raise ConfigError(f"{where}: {name!r} is a name Paygress or the proxy reads for itself")
+def _session_header(value: Any, where: str) -> str:
+    name = _header_name(value, where)
+    if name == "cookie" or (name.startswith("x-paygress-") and name != "x-paygress-session"):
+        raise ConfigError(f"{where}: {name!r} is a header Paygress or the proxy reads itself")
     return name
 
 

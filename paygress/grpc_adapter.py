@@ -37,7 +37,8 @@ def to_request(check: Any) -> HttpRequest:
         http.path,
         headers,
         attrs.context_extensions,
-        # The downstream address as Envoy sees it (after its own XFF trust settings).
+        # The address of Envoy's downstream connection: the direct peer (or the source a
+        # PROXY protocol listener filter restored), never a header a client could write.
         attrs.source.address.socket_address.address,
     )
 

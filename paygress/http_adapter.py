@@ -79,12 +79,16 @@ def to_request(
     else:
         method = get("X-Forwarded-Method") or get("X-Original-Method")
         uri = get("X-Forwarded-Uri") or get("X-Original-URI")
-    host = get("X-Forwarded-Host") or get("Host") or ""
+    # The Host of a forward-auth call names Paygress (the proxy's upstream for it), never the
+    # client's request. That host is X-Forwarded-Host (Traefik's, or NGINX's $host: the
+    # request line's authority wins over a Host header there, as at the proxy), else the
+    # authority of X-Original-URL (ingress-nginx); neither means the request named none.
+    host = get("X-Forwarded-Host", "")
     original_url = get("X-Original-URL")
     if original_url and (nginx or uri is None):  # ingress-nginx sends the full URL
         parts = urlsplit(original_url)
         uri = parts.path + (f"?{parts.query}" if parts.query else "")
-        host = parts.netloc or host
+        host = host or parts.netloc
     return HttpRequest(
         (method or request.method).upper(),
         host,
@@ -122,7 +126,7 @@ def deny_response(decision: Answer) -> web.Response:
 class ForwardAuth:
     """aiohttp handlers around the gate. `handle` serves every path: the server runs it on
     aiohttp's low-level server (no application, router or middlewares: measured, they cost a
-    sixth of an empty handler's time, bench/forward_auth.py); `app()` wraps it for tests."""
+    fifth of an empty handler's time, bench/forward_auth.py); `app()` wraps it for tests."""
 
     def __init__(self, gate: Gate, *, trusted_hops: int = 1) -> None:
         self.gate = gate

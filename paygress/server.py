@@ -38,7 +38,6 @@ from paygress.config import Config
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
-from paygress.core.pricing import Pricing
 from paygress.core.session_access import SessionAccess, SessionSettings
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, Handler, metrics_app, start_site
@@ -285,22 +284,22 @@ def _wallet(
     )
     resources.push_async_callback(wallet.aclose)
     metrics.gauge(
-        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swap_count
+        "paygress_swaps_open", "Swaps whose outcome is not known yet.", wallet.open_swaps.size
     )
     metrics.gauge(
         "paygress_swaps_open_oldest_seconds",
         "Age of the oldest swap whose outcome is not known yet (0 when none).",
-        wallet.oldest_open_swap_age,
+        wallet.open_swaps.age,
     )
     metrics.gauge(
         "paygress_locked_queue_proofs",
         "Proofs accepted offline (locked to the operator), waiting for their swap.",
-        wallet.locked_count,
+        wallet.locked.size,
     )
     metrics.gauge(
         "paygress_locked_queue_oldest_seconds",
         "Age of the oldest proof accepted offline and not swapped yet (0 when none).",
-        wallet.oldest_locked_age,
+        wallet.locked.age,
     )
     return wallet
 
@@ -319,7 +318,7 @@ async def _gate(
     payments = config.payments
     budget = payments.unproven_swaps
     gate = Gate(
-        Pricing(config.routes),
+        config.pricing(),
         GateSettings(
             unit=config.unit,
             mints=config.mints,

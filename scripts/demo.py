@@ -11,7 +11,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,21 @@ from tests.peers.procs import VENV
 from tests.peers.upstream import EchoUpstream
 from tests.peers.wallet import CashuWallet
 
-BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+BOLD, DIM = "1", "2"
+
+
+def styled(text: str, style: str) -> str:
+    """`text` in bold or dim on a terminal; as it is in a pipe or a file, or with NO_COLOR."""
+    plain = not sys.stdout.isatty() or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
+    return text if plain else f"\033[{style}m{text}\033[0m"
 
 
 def step(text: str) -> None:
-    print(f"\n{BOLD}==> {text}{RESET}")
+    print("\n" + styled(f"==> {text}", BOLD))
 
 
 def show(response: httpx.Response, *headers: str) -> None:
-    print(f"{DIM}HTTP {response.status_code}{RESET}")
+    print(styled(f"HTTP {response.status_code}", DIM))
     for name in headers:
         if name in response.headers:
             value = response.headers[name]
@@ -95,7 +104,16 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
                 f"{offer['price']} plus the mint's input fee of {offer['mint_fee']} for "
                 "spending the token (0.1 sat a proof, rounded up)"
             )
-            print(f"  body: {json.dumps(r.json(), indent=2)[:700]}")
+            body = r.json()
+            print(f"  body: payment = {json.dumps(body['payment'])}")
+            print(
+                textwrap.fill(
+                    body["how_to_pay"],
+                    96,
+                    initial_indent="        how_to_pay = ",
+                    subsequent_indent="          ",
+                )
+            )
 
             amount = 3 * offer["price"] + offer["mint_fee"]
             step(
@@ -123,12 +141,15 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
                 left = r.headers.get("x-paygress-remaining", "-")
                 print(f"  HTTP {r.status_code} remaining={left} {reason}")
 
-            step("paygress wallet balance   (the operator's earnings, via the admin API)")
+            step(
+                f"paygress wallet --config {paygress.config_path} balance   (the operator's "
+                "earnings, via the admin socket named in Paygress's config)"
+            )
             cli = await asyncio.create_subprocess_exec(
                 str(VENV / "bin" / "paygress"),
                 "wallet",
-                "--socket",
-                str(paygress.admin_socket_path),
+                "--config",
+                str(paygress.config_path),
                 "balance",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -143,7 +164,7 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
         if args.keep:
             step("Running. Try it yourself; Ctrl-C stops everything.")
             print(f"  curl -i {envoy.url}/api/hello")
-            print(f"  paygress wallet --socket {paygress.admin_socket_path} balance")
+            print(f"  .venv/bin/paygress wallet --config {paygress.config_path} balance")
             await asyncio.Event().wait()
     finally:
         await wallet.aclose()
@@ -151,6 +172,10 @@ async def walk(args: argparse.Namespace, work: Path) -> None:
             await proc.stop()
         await upstream.stop()
     step("Done: every process stopped, temporary files removed.")
+    print(
+        '  To run the same pieces yourself, on fixed ports: README, "Run it by hand" '
+        "(deploy/local/up)."
+    )
 
 
 def main() -> None:

@@ -9,13 +9,17 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from paygress.cashu.models import Token
 from paygress.cashu.token import TokenError, parse_token
 from paygress.core.budget import SwapBudget
 from paygress.core.fees import asked_amount
+from paygress.core.free_clients import FREE_CLIENT_HEADER, FreeClient
 from paygress.core.grants import GrantBook
+from paygress.core.hosts import BadHost
 from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
+from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
 from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
 from paygress.core.ports import (
     GrantStore,
@@ -31,6 +35,7 @@ from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.refusals import Refusals
 from paygress.core.responses import deny
 from paygress.core.session_access import SessionAccess
+from paygress.core.strip import present, unwanted_names
 
 log = logging.getLogger("paygress.gate")
 
@@ -45,6 +50,7 @@ TRUSTED_HEADERS = (
     "x-paygress-expires",
     "x-paygress-pod",
     "x-paygress-dry-run",
+    FREE_CLIENT_HEADER,
     ORIGINAL_DST,
 )
 
@@ -115,7 +121,13 @@ class Gate:
         )
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
+        free = pricing.free_clients
+        self._unwanted = unwanted_names(
+            TRUSTED_HEADERS, free.key_header if free else None, POD_KEY_HEADER
+        )
+        self._unwanted_or_token = self._unwanted | _TOKEN_HEADERS
         self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
+        self._later: dict[tuple[int, str, str, int], Answer] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
         self._internal_error = deny(
             503,
@@ -194,7 +206,7 @@ class Gate:
             return Allow(
                 reason="dry_run",
                 upstream_headers=(("x-paygress-dry-run", f"{decision.status} {decision.reason}"),),
-                remove_headers=_payment_headers(request.headers),
+                remove_headers=self._removals(request.headers, self._spoofed(request.headers)),
             )
         return decision
 
@@ -202,16 +214,27 @@ class Gate:
         headers = request.headers
         if self.pods is not None and self.pods.answers(request.path):
             return await self.pods.answer(request.path)
-        spoofed = tuple(h for h in TRUSTED_HEADERS if h in headers)
         try:
             rule = self.pricing.match(request.method, request.host, request.path, request.context)
+        except BadHost as exc:
+            return deny(400, "bad_request", exc.reason, str(exc))
         except ValueError as exc:
             log.error("route misconfigured: %s", exc)
             return deny(500, "misconfigured", "route_misconfigured", str(exc))
         if rule is None:
-            return Allow(reason="free", remove_headers=spoofed) if spoofed else FREE
+            # One pass over the header names finds anything to strip (usually nothing).
+            if self._unwanted_or_token.isdisjoint(headers):
+                return FREE
+            return _free(self._removals(headers, self._spoofed(headers)))
+        # Forged trusted headers, their aliases, the free-client key: usually none.
+        spoofed = () if self._unwanted.isdisjoint(headers) else present(self._unwanted, headers)
         if rule.mode is Mode.POD and self.pods is None:
             return deny(500, "misconfigured", "route_misconfigured", "tier route without pods")
+        free = self.pricing.free_clients
+        if free is not None and rule.mode is not Mode.POD:
+            entry = free.find(request.client, headers, rule.name)
+            if entry is not None:
+                return _free_client(entry, rule, self._removals(headers, spoofed))
         raw = _extract_token(headers)
         if raw is None:
             session = self.sessions.presented(headers) if self.sessions is not None else None
@@ -239,8 +262,26 @@ class Gate:
             self.metrics.redeem_cache(True)
         if grant.mode is Mode.POD and grant.route == rule.name and grant.usable(self.clock()):
             assert self.pods is not None
-            return await self.pods.use(grant, rule, headers)
+            decision = await self.pods.use(grant, rule, headers)
+            if isinstance(decision, Allow):
+                return _also_removing(decision, self._removals(headers, spoofed))
+            return decision
         return self._use(grant, rule, headers, spoofed)
+
+    def _spoofed(self, headers: Mapping[str, str]) -> tuple[str, ...]:
+        """Forged trusted headers, their aliases and the free-client key: usually none."""
+        return () if self._unwanted.isdisjoint(headers) else present(self._unwanted, headers)
+
+    def _removals(self, headers: Mapping[str, str], spoofed: tuple[str, ...]) -> tuple[str, ...]:
+        """What no upstream gets: `spoofed`, `X-Cashu`, and an Authorization header that
+        carries a token."""
+        remove = spoofed
+        if "x-cashu" in headers:
+            remove += ("x-cashu",)
+        auth = headers.get("authorization")
+        if auth and _authorization_token(auth):
+            remove += ("authorization",)
+        return remove
 
     def _use(
         self, grant: Grant, rule: RouteRule, headers: Mapping[str, str], spoofed: tuple[str, ...]
@@ -379,15 +420,23 @@ class Gate:
         return grant
 
     def _try_later(self, exc: TryAgainLater) -> Answer:
+        """503 (or 429) with Retry-After. A flood gets the same few answers: built once."""
         retry_after = exc.retry_after or self.settings.retry_after_seconds
-        error = "rate_limited" if exc.status == 429 else "mint_unavailable"
-        return deny(
-            exc.status,
-            error,
-            exc.reason,
-            exc.message,
-            extra_headers=(("retry-after", str(retry_after)),),
-        )
+        key = (exc.status, exc.reason, exc.message, retry_after)
+        answer = self._later.get(key)
+        if answer is None:
+            error = "rate_limited" if exc.status == 429 else "mint_unavailable"
+            answer = deny(
+                exc.status,
+                error,
+                exc.reason,
+                exc.message,
+                extra_headers=(("retry-after", str(retry_after)),),
+            )
+            if len(self._later) >= 256:
+                self._later.clear()
+            self._later[key] = answer
+        return answer
 
     async def _redeem(
         self,
@@ -547,6 +596,7 @@ class Gate:
         return denial
 
 
+_TOKEN_HEADERS = frozenset(("x-cashu", "authorization"))
 _PAID_HEADERS = frozenset(
     ("x-paygress-paid", "x-paygress-unit", "x-paygress-grant", "x-paygress-route")
 )
@@ -586,15 +636,30 @@ def _over_budget(wait: float) -> TryAgainLater:
     )
 
 
-def _payment_headers(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """Headers that must not reach the upstream: tokens and forged paid headers."""
-    remove = [h for h in TRUSTED_HEADERS if h in headers]
-    if "x-cashu" in headers:
-        remove.append("x-cashu")
-    auth = headers.get("authorization")
-    if auth and _authorization_token(auth):
-        remove.append("authorization")
-    return tuple(remove)
+@lru_cache(maxsize=256)
+def _free(remove: tuple[str, ...]) -> Allow:
+    """The allow of a free route whose request carried headers the upstream must not see."""
+    return Allow(reason="free", remove_headers=remove) if remove else FREE
+
+
+@lru_cache(maxsize=1024)
+def _free_client(entry: FreeClient, rule: RouteRule, remove: tuple[str, ...]) -> Allow:
+    """A listed client on a priced route: no payment, and the upstream learns who and where
+    (the headers Paygress sets replace any copies, so they are not removed too)."""
+    upstream = ((FREE_CLIENT_HEADER, entry.name), ("x-paygress-route", rule.name))
+    set_here = {name for name, _ in upstream}
+    return Allow(
+        reason="free_client",
+        upstream_headers=upstream,
+        remove_headers=tuple(h for h in remove if h not in set_here),
+    )
+
+
+def _also_removing(decision: Allow, remove: tuple[str, ...]) -> Allow:
+    """`decision`, also removing `remove` (except what it sets itself)."""
+    set_here = {name for name, _ in decision.upstream_headers}
+    extra = tuple(h for h in remove if h not in set_here and h not in decision.remove_headers)
+    return replace(decision, remove_headers=decision.remove_headers + extra)
 
 
 def _extract_token(headers: Mapping[str, str]) -> str | None:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from paygress.cashu.errors import MintError, MintProtocolError
 from paygress.cashu.mint_client import MintClient
@@ -35,6 +35,21 @@ from paygress.wallet.verify import check_proofs
 log = logging.getLogger("paygress.wallet")
 
 ClientFactory = Callable[[str], MintClient]
+
+
+@dataclass(slots=True)
+class Backlog:
+    """Work waiting (open swap records, queued locked proofs), for the gauges: how much, and
+    since when (the oldest's time.time())."""
+
+    count: int = 0
+    oldest: float = 0.0
+
+    def size(self) -> float:
+        return float(self.count)
+
+    def age(self) -> float:
+        return max(0.0, time.time() - self.oldest) if self.count else 0.0
 
 
 class WalletError(RuntimeError):
@@ -76,8 +91,8 @@ class OperatorWallet:
         }
         self.swaps = Swaps(ledger, seed, self.client, self._keys)
         self._payout_lock = asyncio.Lock()
-        self._open_swaps: tuple[int, float] = (0, 0.0)
-        self._locked: tuple[int, float] = (0, 0.0)
+        self.open_swaps = Backlog()
+        self.locked = Backlog()
         self._lock_key = lock_key(seed)
         self.pubkey = lock_pubkey(seed)
         self.offline = offline or OfflineSettings()
@@ -275,17 +290,11 @@ class OperatorWallet:
         mint = batch[0].mint
         proofs = self._signed([lp.proof for lp in batch if lp.mint == mint])
         keysets = self.keysets(mint)
-        keyset, keys = await keysets.active()
+        await keysets.keysets()  # the fee table
         net = sum(p.amount for p in proofs) - input_fee(proofs, keysets.fee_ppk())
         digest = hashlib.sha256("".join(sorted(p.y() for p in proofs)).encode()).hexdigest()
-        swap = NewSwap(
-            id=f"settle:{digest}",
-            kind=SwapKind.SETTLE,
-            mint=mint,
-            unit=self.unit,
-            keyset_id=keyset.id,
-            amounts=tuple(split_amount(net, keys)),
-            inputs=proofs,
+        swap = await self._new_swap(
+            f"settle:{digest}", SwapKind.SETTLE, mint, proofs, lambda keys: split_amount(net, keys)
         )
         try:
             await self.swaps.run(swap)
@@ -307,15 +316,31 @@ class OperatorWallet:
 
     async def refresh_locked(self) -> int:
         """Reads the queue of locked proofs (for the gauges); returns how many wait."""
-        self._locked = await self.ledger.locked_summary()
-        return self._locked[0]
+        self.locked.count, self.locked.oldest = await self.ledger.locked_summary()
+        return self.locked.count
 
-    def locked_count(self) -> float:
-        return float(self._locked[0])
-
-    def oldest_locked_age(self) -> float:
-        count, oldest = self._locked
-        return max(0.0, time.time() - oldest) if count else 0.0
+    async def _new_swap(
+        self,
+        swap_id: str,
+        kind: SwapKind,
+        mint: str,
+        inputs: Sequence[Proof],
+        amounts: Callable[[dict[int, str]], Sequence[int]],
+        grant: Grant | None = None,
+    ) -> NewSwap:
+        """A swap of `inputs` into outputs of the mint's active keyset; `amounts` splits what
+        they are worth by that keyset's denominations."""
+        keyset, keys = await self.keysets(mint).active()
+        return NewSwap(
+            id=swap_id,
+            kind=kind,
+            mint=mint,
+            unit=self.unit,
+            keyset_id=keyset.id,
+            amounts=tuple(amounts(keys)),
+            inputs=tuple(inputs),
+            grant=grant,
+        )
 
     async def _swap_in(
         self,
@@ -334,16 +359,13 @@ class OperatorWallet:
             )
         admit()
         for attempt in range(2):
-            keyset, keys = await self.keysets(mint).active()
-            swap = NewSwap(
-                id=fingerprint,
-                kind=SwapKind.REDEEM,
-                mint=mint,
-                unit=self.unit,
-                keyset_id=keyset.id,
-                amounts=tuple(split_amount(net, keys)),
-                inputs=tuple(inputs),
-                grant=grant,
+            swap = await self._new_swap(
+                fingerprint,
+                SwapKind.REDEEM,
+                mint,
+                inputs,
+                lambda keys: split_amount(net, keys),
+                grant,
             )
             try:
                 await self.swaps.run(swap)
@@ -352,11 +374,11 @@ class OperatorWallet:
                 if attempt:
                     raise SwapNotSettled("counters still behind after a restore") from None
                 log.warning("outputs already signed at %s: restoring counters", mint)
-                await self._restore_keyset(mint, keyset.id, start=behind.first_counter)
+                await self._restore_keyset(mint, swap.keyset_id, start=behind.first_counter)
             except SwapRefused as refused:
                 if attempt or not refused.keyset_gone:
                     raise
-                log.warning("keyset %s retired at %s: asking for keysets", keyset.id[:16], mint)
+                log.warning("keyset %s retired at %s: asking again", swap.keyset_id[:16], mint)
                 self.keysets(mint).forget_active()
 
     async def recover_pending(self) -> int:
@@ -381,15 +403,9 @@ class OperatorWallet:
     async def refresh_open_swaps(self) -> int:
         """Reads the open swap records (for the gauges); returns how many there are."""
         records = await self.ledger.swap_records()
-        self._open_swaps = (len(records), min((r.created_at for r in records), default=0.0))
+        self.open_swaps.count = len(records)
+        self.open_swaps.oldest = min((r.created_at for r in records), default=0.0)
         return len(records)
-
-    def open_swap_count(self) -> float:
-        return float(self._open_swaps[0])
-
-    def oldest_open_swap_age(self) -> float:
-        count, oldest = self._open_swaps
-        return max(0.0, time.time() - oldest) if count else 0.0
 
     # -- operator ------------------------------------------------------------------------------
 
@@ -517,23 +533,20 @@ class OperatorWallet:
     ) -> list[Proof]:
         """Swaps `inputs` into a part worth `amount` (returned) and change (kept)."""
         keysets = self.keysets(mint)
-        keyset, keys = await keysets.active()
+        await keysets.keysets()  # the fee table
         fee = input_fee(inputs, keysets.fee_ppk())
         change = sum(p.amount for p in inputs) - fee - amount
         if change < 0:
             raise WalletError(f"not enough ecash at {mint} to pay {amount} plus a fee of {fee}")
-        send_amounts = split_amount(amount, keys)
-        swap = NewSwap(
-            id=f"withdraw:{wid}",
-            kind=SwapKind.WITHDRAW,
-            mint=mint,
-            unit=self.unit,
-            keyset_id=keyset.id,
-            amounts=(*send_amounts, *split_amount(change, keys)),
-            inputs=tuple(inputs),
-        )
+        send: list[int] = []
+
+        def amounts(keys: dict[int, str]) -> list[int]:
+            send[:] = split_amount(amount, keys)  # the first outputs: handed out
+            return [*send, *split_amount(change, keys)]
+
+        swap = await self._new_swap(f"withdraw:{wid}", SwapKind.WITHDRAW, mint, inputs, amounts)
         new = await self.swaps.run(swap)
-        return new[: len(send_amounts)]
+        return new[: len(send)]
 
 
 def _unreachable(mint: str, exc: MintError) -> TryAgainLater:

@@ -113,7 +113,13 @@ def test_service_monitor_relabelings_and_prometheus_rule(docs: list[dict[str, An
     rules = rule["spec"]["groups"][0]["rules"]
     names = [r.get("alert") or r.get("record") for r in rules]
     # Disabled by name; no tiers, so no Kubernetes API alert; the additional rule appended.
-    assert names == ["PaygressMintUnavailable", "PaygressErrorRate", "paygress:checks:rate5m"]
+    assert names == [
+        "PaygressMintUnavailable",
+        "PaygressErrorRate",
+        "PaygressSwapsUnsettled",
+        "PaygressLockedProofsLost",
+        "paygress:checks:rate5m",
+    ]
     assert all(r["labels"]["severity"] for r in rules if "alert" in r)
     assert (
         'sum by (namespace) (rate(paygress_checks_total{reason=~"mint_unavailable'

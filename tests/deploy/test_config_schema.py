@@ -40,6 +40,7 @@ KUBERNETES_VALUES = {
 MINT = "https://mint.example.com"
 ROUTE = {"name": "r", "price": 1, "match": {"path_prefix": "/a/"}}
 TIER = {"id": "small", "cpu": "1", "memory": "1Gi", "images": ["x"], "rate_msat_per_second": 1}
+FREE_CLIENT = {"name": "c", "cidrs": ["10.0.0.0/8"]}
 NUMBERS = (
     "mint_timeout_seconds", "retry_after_seconds", "drain_seconds", "flush_interval_seconds",
     "shutdown_timeout_seconds", "payments.timeout_seconds", "payments.refusals_max",
@@ -52,7 +53,17 @@ NUMBERS = (
     "offline.interval_seconds", "sessions.key_generation", "sessions.pod_max_seconds",
     "sessions.expiry_margin_seconds",
 )  # fmt: skip
-LISTS = ("routes[].match.hosts", "routes[].match.methods", "tiers[].images")
+BOOLEANS = (
+    "payments.require_dleq", "routes[].match.case_insensitive", "offline.accept_locked",
+    "sessions.enabled",
+)  # fmt: skip
+LISTS = (
+    "routes[].match.hosts",
+    "routes[].match.methods",
+    "tiers[].images",
+    "free_clients.clients[].cidrs",
+    "free_clients.clients[].routes",
+)
 
 
 def schema_stricter(path: str, value: Any) -> str | None:
@@ -61,9 +72,7 @@ def schema_stricter(path: str, value: Any) -> str | None:
         return "Paygress also reads numbers from strings (env overrides); values are typed"
     if path in NUMBERS and value is True:
         return "Paygress reads a YAML boolean as the number 1 (float(True)); a typo in values"
-    if path in ("payments.require_dleq", "offline.accept_locked", "sessions.enabled") and (
-        isinstance(value, str)
-    ):
+    if path in BOOLEANS and isinstance(value, str):
         return "Paygress also reads booleans from strings (env overrides); values are typed"
     if path in LISTS and isinstance(value, str):
         return "Paygress reads one string as a one-item list; the chart asks for the list"
@@ -79,6 +88,9 @@ def schema_stricter(path: str, value: Any) -> str | None:
 PAYGRESS_ONLY = {
     ("tiers[].max_seconds", "1"): "must not be less than min_seconds (default 60)",
     ("tiers[].max_seconds", "2"): "must not be less than min_seconds (default 60)",
+    ("free_clients.clients[].routes", "['x']"): "must name a route of config.routes",
+    ("free_clients.clients[].routes", "['/a/']"): "must name a route of config.routes",
+    ("free_clients.clients[].routes", "['https://mint.example.com']"): "must name a route",
 }
 
 
@@ -120,6 +132,16 @@ LEVELS = [
         "payments.unproven_swaps",
         {"payments": {"unproven_swaps": {BOGUS: 1}}},
         schema_keys(CONFIG_SCHEMA["properties"]["payments"]["properties"]["unproven_swaps"]),
+    ),
+    (
+        "free_clients",
+        {"free_clients": {BOGUS: 1}},
+        schema_keys(CONFIG_SCHEMA["properties"]["free_clients"]),
+    ),
+    (
+        "free_clients.clients[]",
+        {"free_clients": {"clients": [{**FREE_CLIENT, BOGUS: 1}]}},
+        schema_keys(SCHEMA["definitions"]["freeClient"]),
     ),
 ]
 
@@ -177,7 +199,7 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments", "offline", "sessions"}:
+        if key in {"routes", "tiers", "limits", "payments", "free_clients", "offline", "sessions"}:
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
@@ -200,6 +222,12 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
         yield "routes[].match.", base, key, node
     for key, node in SCHEMA["definitions"]["tier"]["properties"].items():
         yield "tiers[].", {"tiers": [copy.deepcopy(TIER)]}, key, node
+    for key, node in top["free_clients"]["properties"].items():
+        if key != "clients":
+            yield "free_clients.", {"free_clients": {}}, key, node
+    for key, node in SCHEMA["definitions"]["freeClient"]["properties"].items():
+        base = {"mints": [MINT], "routes": [ROUTE], "free_clients": {"clients": [FREE_CLIENT]}}
+        yield "free_clients.clients[].", copy.deepcopy(base), key, node
 
 
 def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[str, Any]:
@@ -217,6 +245,10 @@ def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[s
         target = raw["routes"][0]["match"]
     elif where == "tiers[].":
         target = raw["tiers"][0]
+    elif where == "free_clients.":
+        target = raw["free_clients"]
+    elif where == "free_clients.clients[].":
+        target = raw["free_clients"]["clients"][0]
     if value is None:
         target.pop(key, None)
     else:

@@ -239,7 +239,43 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ),
     ("bad digest", {"image": {"digest": "latest"}}),
     ("mint CIDR without ports", {"networkPolicy": {"egress": {"mints": [{"cidr": "1.2.3.4/32"}]}}}),
+    ("free client without condition", {"config": {"free_clients": {"clients": [{"name": "x"}]}}}),
+    (
+        "free client's raw key",
+        {"config": {"free_clients": {"clients": [{"name": "x", "api_key_sha256": "hunter2"}]}}},
+    ),
+    (
+        "path parameter in a prefix",
+        {"config": {"routes": [{"name": "a", "price": 1, "match": {"path_prefix": "/a;b/"}}]}},
+    ),
 ]
+
+
+def test_schema_takes_what_paygress_takes_for_matching_and_free_clients(
+    validator: jsonschema.Draft7Validator, values: dict[str, Any]
+) -> None:
+    config = {
+        "mints": ["https://mint.example.com"],
+        "routes": [
+            {
+                "name": "api",
+                "price": 1,
+                "match": {"hosts": ["API.example.com."], "case_insensitive": True},
+            }
+        ],
+        "free_clients": {
+            "api_key_header": "X-Partner-Key",
+            "clients": [
+                {"name": "office", "cidrs": ["10.0.0.0/8", "2001:db8::/32"]},
+                {"name": "partner", "api_key_sha256": "ab" * 32, "routes": ["api"]},
+            ],
+        },
+    }
+    assert errors_of(validator, merged(values, {"config": config})) == []
+    assert [c.name for c in parse_config(config, env={}).free_clients.clients] == [
+        "office",
+        "partner",
+    ]
 
 
 @pytest.mark.parametrize(("why", "override"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])

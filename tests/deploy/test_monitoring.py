@@ -268,6 +268,8 @@ async def test_alert_expressions_name_exported_metrics(
         "PaygressMintUnavailable",
         "PaygressMintRequestErrors",
         "PaygressErrorRate",
+        "PaygressSwapsUnsettled",
+        "PaygressLockedProofsLost",
         "PaygressKubernetesApiErrors",
     }
     unknown = [

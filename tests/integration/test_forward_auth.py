@@ -9,9 +9,8 @@ happened, and the routes are those of test_payment_gate (``/api/`` costs 2 sat a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
+import json
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -26,6 +25,9 @@ import pytest_asyncio
 from paygress import http_adapter
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
+from tests.integration import edge_checks as edge
+from tests.integration import raw_http
+from tests.integration.raw_http import fetch_raw, send_raw
 from tests.integration.test_payment_gate import gate_config
 from tests.peers.mint import NutshellMint
 from tests.peers.nginx import NginxProxy
@@ -77,7 +79,7 @@ async def stack(
     workdir = Path(tempfile.mkdtemp(prefix="pg-fa-"))
     http_port = free_port()
     proxy = await CountingProxy.to_url(mint.url).start()
-    config = gate_config(proxy.url, workdir / "state")
+    config = gate_config(proxy.url, workdir / "state") | {"free_clients": edge.FREE_CLIENTS}
     config["listen"] = {"http": f"{LOOPBACK}:{http_port}"}
     # A seed of its own: another Paygress on the same mint with the same seed would make this
     # one's first swaps collide with outputs the mint already signed.
@@ -117,21 +119,6 @@ def body(response: httpx.Response) -> dict[str, Any]:
 
 def reason(response: httpx.Response) -> str:
     return str(body(response)["reason"])
-
-
-async def raw_get(base_url: httpx.URL, target: str) -> int:
-    """Status of `GET <target>` sent byte for byte (no client-side path normalization)."""
-    assert base_url.host and base_url.port
-    reader, writer = await asyncio.open_connection(base_url.host, base_url.port)
-    try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return int(status_line.split()[1])
 
 
 async def test_health_and_free_route_pass_and_forged_paid_headers_are_dropped(via: Via) -> None:
@@ -274,7 +261,7 @@ async def test_ambiguous_paths_to_a_priced_route_are_never_served_free(
     """Paths an upstream may decode or normalize into /api/x: either the proxy refuses them or
     Paygress prices what they mean. (Sent raw: HTTP clients would normalize them first.)"""
     before = via.stack.upstream.count
-    status = await raw_get(via.http.base_url, target)
+    status = await send_raw(via.http.base_url, raw_http.get(target))
     assert status in (400, 402)
     assert via.stack.upstream.count == before
 
@@ -348,3 +335,70 @@ async def test_ingress_nginx_subrequest_cannot_be_redirected_by_client_headers(
     async with httpx.AsyncClient(base_url=stack.paygress_url, trust_env=False) as http:
         r = await http.get("/nginx", headers=sent)
     assert r.status_code == 401 and r.headers["x-paygress-status"] == "402"
+
+
+# -- spellings, stripping and free clients through NGINX and Traefik (see edge_checks) --------
+
+
+def through(via: Via) -> edge.Target:
+    return edge.Target(via.http, via.stack.upstream, via.stack.swaps)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        *[(spelling, 402) for spelling in edge.PRICED_HOST_SPELLINGS],
+        # No host at all (HTTP/1.0): a host-bound route cannot tell it is not for its host.
+        (raw_http.get("/hosted/x", None, version="1.0"), 400),
+        (raw_http.get("/hosted/x", None, version="1.0", **{"X-Forwarded-Host": "x.test"}), 400),
+    ],
+    ids=raw_http.case_id,
+)
+async def test_no_spelling_of_a_host_dodges_its_price(
+    via: Via, request_bytes: bytes, expected: int
+) -> None:
+    assert await edge.unserved_status(through(via), request_bytes) == expected
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        raw_http.get("/hosted/x", "paid.example.com:80:80"),
+        raw_http.get("/hosted/x", "paid.example.com%2e"),
+        raw_http.get("/hosted/x", "paid.example.com", Host="free.example.com"),
+    ],
+    ids=["repeated-port", "percent", "two-hosts"],
+)
+async def test_a_malformed_host_is_refused_by_the_proxy_or_by_paygress(
+    via: Via, request_bytes: bytes
+) -> None:
+    assert await edge.unserved_status(through(via), request_bytes) in (400, 402)
+
+
+async def test_a_request_without_host_gets_missing_host(via: Via) -> None:
+    """What a host-bound route answers to HTTP/1.0 without Host, through either proxy."""
+    request = raw_http.get("/hosted/x", None, version="1.0")
+    status, body = await fetch_raw(via.http.base_url, request)
+    assert status == 400 and json.loads(body)["reason"] == "missing_host"
+
+
+@pytest.mark.parametrize("path", edge.PRICED_PATH_SPELLINGS)
+async def test_path_parameters_and_letter_case_do_not_dodge_a_price(via: Via, path: str) -> None:
+    assert await edge.unserved_status(through(via), raw_http.get(path)) in (400, 402)
+
+
+async def test_a_rule_for_get_prices_head_and_only_those(via: Via) -> None:
+    await edge.head_is_priced_like_get(through(via))
+
+
+@pytest.mark.parametrize("carrier", edge.TOKEN_CARRIERS)
+async def test_a_token_never_reaches_the_upstream_of_a_free_route(via: Via, carrier: str) -> None:
+    await edge.no_token_reaches_a_free_upstream(through(via), edge.TOKEN_CARRIERS[carrier])
+
+
+async def test_a_listed_address_passes_and_a_spoofed_one_does_not(via: Via) -> None:
+    await edge.a_listed_address_passes_and_a_spoofed_one_does_not(through(via))
+
+
+async def test_a_listed_key_passes_its_route_and_is_never_forwarded(via: Via) -> None:
+    await edge.a_listed_key_passes_its_route_and_is_never_forwarded(through(via))

@@ -22,6 +22,10 @@ import pytest_asyncio
 
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.nut18 import decode_payment_request
+from tests.integration import edge_checks as edge
+from tests.integration import raw_http
+from tests.integration.edge_checks import FREE_KEY
+from tests.integration.raw_http import send_raw
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import UNTHROTTLED, PaygressProcess
@@ -47,13 +51,27 @@ def gate_config(mint_url: str, state: Path) -> dict[str, Any]:
         "log_level": os.environ.get("PG_TEST_LOG", "INFO"),
         "payments": {"unproven_swaps": UNTHROTTLED},
         "routes": [
-            {"name": "api", "match": {"path_prefix": "/api/"}, "price": 2},
+            {
+                "name": "api",
+                "match": {"path_prefix": "/api/", "case_insensitive": True},
+                "price": 2,
+            },
             {
                 "name": "live",
                 "match": {"path_prefix": "/live/"},
                 "mode": "per_second",
                 "price": 1,
                 "grants": 30,
+            },
+            {
+                "name": "hosted",
+                "match": {"hosts": ["paid.example.com"], "path_prefix": "/hosted/"},
+                "price": 2,
+            },
+            {
+                "name": "reports",
+                "match": {"path_prefix": "/reports/", "methods": ["GET"]},
+                "price": 2,
             },
         ],
     }
@@ -139,7 +157,9 @@ async def stack(
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="pg-gate-"))
-    async with gate_stack(workdir, mint, upstream, wallet, MNEMONIC) as s:
+    async with gate_stack(
+        workdir, mint, upstream, wallet, MNEMONIC, free_clients=edge.FREE_CLIENTS
+    ) as s:
         yield s
 
 
@@ -423,16 +443,19 @@ async def test_metrics_match_a_scripted_run(
 
     metrics_port = free_port()
     metrics = {"listen": f"127.0.0.1:{metrics_port}"}
-    async with gate_stack(tmp, mint, upstream, wallet, OTHER_MNEMONIC, metrics=metrics) as s:
+    async with gate_stack(
+        tmp, mint, upstream, wallet, OTHER_MNEMONIC, metrics=metrics, free_clients=edge.FREE_CLIENTS
+    ) as s:
         token = await s.token(7)  # 6 after the fee: 3 requests
         script = [
             ("/free", {}),
             ("/api/a", {}),
             ("/api/a", {"X-Cashu": "cashuBjunk"}),
             *[("/api/a", {"X-Cashu": token})] * 4,
+            ("/api/a", {"X-Paygress-Key": FREE_KEY}),
         ]
         codes = [(await s.http.get(path, headers=h)).status_code for path, h in script]
-        assert codes == [200, 402, 400, 200, 200, 200, 402]
+        assert codes == [200, 402, 400, 200, 200, 200, 402, 200]
         text = (await s.http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
         mint_label = f'mint="{s.proxy.url}"'
 
@@ -446,7 +469,8 @@ async def test_metrics_match_a_scripted_run(
     assert value('paygress_checks_total{decision="deny",reason="malformed"}') == 1
     assert value('paygress_checks_total{decision="allow",reason="paid"}') == 3
     assert value('paygress_checks_total{decision="deny",reason="exhausted"}') == 1
-    assert value("paygress_check_duration_seconds_count") == 7
+    assert value('paygress_checks_total{decision="allow",reason="free_client"}') == 1
+    assert value("paygress_check_duration_seconds_count") == 8
     # junk and the first use miss; the exhausted replay misses too once the used-up grant
     # has been flushed out of memory (every 0.2 s here)
     misses = value('paygress_redeem_cache_total{result="miss"}')
@@ -465,11 +489,85 @@ async def test_metrics_match_a_scripted_run(
 )
 async def test_other_spellings_of_a_priced_path_are_not_free(stack: Stack, path: str) -> None:
     # Sent as raw bytes: HTTP clients would clean the path up before it left.
-    host, port = stack.envoy.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    status_line = await reader.readline()
-    writer.close()
-    status = int(status_line.split()[1])
+    status = await send_raw(stack.envoy.url, raw_http.get(path))
     assert status in (400, 402), f"{path} answered {status}"
+
+
+# -- spellings, stripping and free clients through Envoy (see edge_checks) --------------------
+
+
+def through(stack: Stack) -> edge.Target:
+    return edge.Target(stack.http, stack.upstream, stack.swaps)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        *[(spelling, 402) for spelling in edge.PRICED_HOST_SPELLINGS],
+        (raw_http.get("/hosted/x", "paid.example.com:80:80"), 400),
+        (raw_http.get("/hosted/x", "paid.example.com%2e"), 400),
+        # Two Host headers: Envoy joins them into one value, which names no host.
+        (raw_http.get("/hosted/x", "paid.example.com", Host="free.example.com"), 400),
+        # HTTP/1.0 without Host: Envoy refuses HTTP/1.0 (accept_http_10 is off).
+        (raw_http.get("/hosted/x", None, version="1.0"), 426),
+        (raw_http.get("/hosted/x", None), 400),
+    ],
+    ids=raw_http.case_id,
+)
+async def test_no_spelling_of_a_host_dodges_its_price(
+    stack: Stack, request_bytes: bytes, expected: int
+) -> None:
+    assert await edge.unserved_status(through(stack), request_bytes) == expected
+
+
+async def test_a_bad_host_is_answered_with_its_reason(stack: Stack) -> None:
+    r = await stack.http.get("/hosted/x", headers={"Host": "paid.example.com:80:80"})
+    assert r.status_code == 400 and reason(r) == "bad_host"
+    assert "x-cashu" not in r.headers
+    # Another host is another site: the host-bound route does not price it.
+    r = await stack.http.get("/hosted/x", headers={"Host": "other.example.com"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", [*edge.PRICED_PATH_SPELLINGS, "/%41PI/x"])
+async def test_path_parameters_and_letter_case_do_not_dodge_a_price(
+    stack: Stack, path: str
+) -> None:
+    assert await edge.unserved_status(through(stack), raw_http.get(path)) == 402
+
+
+async def test_a_rule_for_get_prices_head_and_only_those(stack: Stack) -> None:
+    await edge.head_is_priced_like_get(through(stack))
+
+
+@pytest.mark.parametrize("carrier", edge.TOKEN_CARRIERS)
+async def test_a_token_never_reaches_the_upstream_of_a_free_route(
+    stack: Stack, carrier: str
+) -> None:
+    await edge.no_token_reaches_a_free_upstream(through(stack), edge.TOKEN_CARRIERS[carrier])
+
+
+async def test_aliases_of_trusted_headers_never_reach_the_upstream(stack: Stack) -> None:
+    """`_` names are dropped by Envoy (headers_with_underscores_action: DROP_HEADER), `.` names
+    by Paygress; a CGI/WSGI/PHP upstream would read either as X-Paygress-*."""
+    before = await stack.envoy.stats("dropped_headers_with_underscores")
+    aliases = {"X_Paygress_Paid": "1000", "X.Paygress.Route": "api", "x-paygress_unit": "x"}
+    r = await stack.http.get("/public/aliases", headers=aliases)
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert not [n for n in seen if "paygress" in n], seen
+    r = await stack.http.get("/live/aliases", headers={**aliases, "X-Cashu": await stack.token(2)})
+    assert r.status_code == 200, r.text
+    seen = stack.upstream.requests[-1]["headers"]
+    assert [n for n in seen if "paygress" in n and not n.startswith("x-paygress-")] == [], seen
+    assert seen["x-paygress-route"] == "live" and seen["x-paygress-unit"] == "sat"
+    after = await stack.envoy.stats("dropped_headers_with_underscores")
+    assert sum(after.values()) - sum(before.values()) == 4  # two names, twice
+
+
+async def test_a_listed_address_passes_and_a_spoofed_one_does_not(stack: Stack) -> None:
+    await edge.a_listed_address_passes_and_a_spoofed_one_does_not(through(stack))
+
+
+async def test_a_listed_key_passes_its_route_and_is_never_forwarded(stack: Stack) -> None:
+    await edge.a_listed_key_passes_its_route_and_is_never_forwarded(through(stack))

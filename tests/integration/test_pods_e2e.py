@@ -256,10 +256,21 @@ async def wait_for(
         await asyncio.sleep(0.2)
 
 
+async def pay_until_settled(http: httpx.AsyncClient, path: str, token: str) -> httpx.Response:
+    """A payment, sent again while the mint has not settled it (503 payment_pending: a slow
+    mint on a busy machine), as Retry-After asks."""
+    for _ in range(30):
+        r = await http.get(path, headers={"X-Cashu": token})
+        if r.status_code != 503 or r.json().get("reason") != "payment_pending":
+            return r
+        await asyncio.sleep(0.5)
+    return r
+
+
 async def paid_pod(stack: PodStack, amount: int) -> tuple[str, str, str]:
     """A paid pod, Running and reached: (token, pod name, pod key)."""
     token = await stack.token_for(amount)
-    r = await stack.http.get("/pod/app", headers={"X-Cashu": token})
+    r = await pay_until_settled(stack.http, "/pod/app", token)
     assert r.status_code == 503 and r.json()["reason"] == "pod_starting", r.text
     name = r.json()["pod"]
     await stack.target.run(name)

@@ -206,8 +206,9 @@ class WalletServer:
         # nutshell's `send --lock` path (helpers.send): a P2PK lock with the default locktime,
         # then swap_to_send; on freshly minted proofs, so that coin selection over a wallet
         # with many reserved proofs cannot get in the way.
-        fee_room = 4 + (amount if req.get("include_fees") else 0) // 100
-        fresh = await self._mint(wallet, amount_split(amount + fee_room))
+        # One proof comfortably above the amount and both fees: nutshell's coin selection
+        # ignores the receiver's fee (include_fees), and would pick too little from exact change.
+        fresh = await self._mint(wallet, [1 << (amount + 8).bit_length()])
         secret_lock = None
         if lock:
             if not lock.startswith("P2PK:"):

@@ -1,6 +1,8 @@
+import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paygress.config import ConfigError, load_config, load_mnemonic, parse_config
 from paygress.core.pricing import Mode
@@ -33,7 +35,7 @@ def test_loads_example_file(tmp_path: Path) -> None:
     assert config.listen.tcp == "127.0.0.1:9001"
     assert config.mints == ("https://mint.example.com",)
     api, stream = config.routes
-    assert api.methods == ("GET",) and api.price == 10 and api.mode is Mode.PER_REQUEST
+    assert api.methods == ("GET", "HEAD") and api.price == 10 and api.mode is Mode.PER_REQUEST
     assert stream.hosts == ("video.example.com",) and stream.grants == 60
     assert config.database_path == Path("/tmp/state/paygress.db")
 
@@ -155,3 +157,127 @@ def test_every_override_is_checked_like_its_key() -> None:
         parse_config({"log_level": "chatty"}, env={})
     config = parse_config({}, env={"PAYGRESS_METRICS": "127.0.0.1:9464", "PAYGRESS_TCP": ""})
     assert config.metrics_listen == "127.0.0.1:9464" and config.listen.tcp is None
+
+
+# -- route matching and free clients -----------------------------------------------------------
+
+MINTS = {"mints": ["https://m"]}
+PARTNER_KEY = "s3cret-partner-key-0123456789abcdef"
+PARTNER_SHA = hashlib.sha256(PARTNER_KEY.encode()).hexdigest()
+
+
+def route(**match: object) -> dict[str, object]:
+    return {**MINTS, "routes": [{"name": "a", "price": 1, "match": match}]}
+
+
+def test_match_keys_hosts_case_and_methods() -> None:
+    config = parse_config(
+        route(hosts=["PAID.Example.com.", "[::1]"], path_prefix="/Shop/", case_insensitive=True)
+    )
+    (rule,) = config.routes
+    assert rule.hosts == ("paid.example.com", "[::1]")
+    assert rule.case_insensitive and rule.path_prefix == "/shop/"
+    assert parse_config(route(path_prefix="/x/")).routes[0].case_insensitive is False
+
+
+@pytest.mark.parametrize(
+    ("match", "message"),
+    [
+        ({"hosts": ["a:80:80"]}, r"routes\[0\] \(a\)\.match\.hosts\[0\]: 'a:80:80' is not a host"),
+        ({"hosts": [""]}, r"match\.hosts: must be a list of strings"),
+        ({"hosts": [" "]}, r"match\.hosts\[0\]"),
+        ({"path_prefix": "/api;v=1/"}, r"match\.path_prefix: must not contain ';'"),
+        ({"case_insensitive": "maybe"}, r"match\.case_insensitive: must be true or false"),
+        ({"hostz": ["a"]}, r"match\.hostz: unknown key"),
+    ],
+)
+def test_match_errors_name_the_key(match: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(route(**match))
+
+
+def test_free_clients_are_parsed_and_reach_the_pricing() -> None:
+    config = parse_config(
+        {
+            **MINTS,
+            "routes": [{"name": "api", "price": 1, "match": {"path_prefix": "/api/"}}],
+            "free_clients": {
+                "api_key_header": "X-Api-Key",
+                "clients": [
+                    {"name": "office", "cidrs": ["10.0.0.0/8", "2001:db8::/32"]},
+                    {"name": "partner", "api_key_sha256": PARTNER_SHA.upper(), "routes": ["api"]},
+                ],
+            },
+        }
+    )
+    office, partner = config.free_clients.clients
+    assert [str(n) for n in office.networks] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert partner.key_sha256 == bytes.fromhex(PARTNER_SHA) and partner.routes == {"api"}
+    pricing = config.pricing()
+    assert pricing.free_clients is not None
+    assert pricing.free_clients.key_header == "x-api-key"
+    assert pricing.free_clients.find("", {"x-api-key": PARTNER_KEY}, "api") is partner
+    assert parse_config({}).pricing().free_clients is None
+
+
+def test_the_key_header_can_come_from_the_environment() -> None:
+    env = {"PAYGRESS_API_KEY_HEADER": "X-Client-Key"}
+    assert parse_config({}, env=env).free_clients.api_key_header == "x-client-key"
+    with pytest.raises(ConfigError, match=r"^PAYGRESS_API_KEY_HEADER \(free_clients"):
+        parse_config({}, env={"PAYGRESS_API_KEY_HEADER": "X-Cashu"})
+
+
+@pytest.mark.parametrize(
+    ("free", "message"),
+    [
+        ({"clients": [{"name": "x"}]}, r"clients\[0\] \(x\): give cidrs, api_key_sha256, or both"),
+        ({"clients": [{"name": "x", "cidrs": ["10.0.0.1/8"]}]}, r"cidrs\[0\]: not an address"),
+        ({"clients": [{"name": "x", "cidrs": ["office"]}]}, r"cidrs\[0\]: not an address"),
+        ({"clients": [{"name": "x", "api_key_sha256": PARTNER_KEY}]}, "64 hex digits"),
+        ({"clients": [{"name": "a b", "cidrs": ["10.0.0.0/8"]}]}, r"\.name: letters, digits"),
+        ({"clients": [{"name": "x", "cidrs": ["10.0.0.0/8"], "route": ["a"]}]}, "route: unknown"),
+        (
+            {"clients": [{"name": "x", "cidrs": ["10.0.0.0/8"], "routes": ["nope"]}]},
+            r"clients\[0\] \(x\)\.routes: no route 'nope'",
+        ),
+        (
+            {"clients": [{"name": "x", "cidrs": ["10.0.0.0/8"]}] * 2},
+            "free_clients.clients: duplicate name 'x'",
+        ),
+        ({"clients": {"name": "x"}}, "free_clients.clients: must be a list"),
+        ({"api_key_header": "Authorization"}, "a header Paygress or the proxy reads"),
+        ({"api_key_header": "x paygress"}, "must be a header name"),
+        ({"clientz": []}, "free_clients.clientz: unknown key"),
+    ],
+)
+def test_free_client_errors_name_the_key(free: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**MINTS, "free_clients": free})
+
+
+def test_a_tier_route_is_never_free() -> None:
+    tier = {
+        "id": "small",
+        "cpu": "1",
+        "memory": "1Gi",
+        "images": ["app:1"],
+        "rate_msat_per_second": 1000,
+    }
+    raw = {
+        **MINTS,
+        "tiers": [tier],
+        "routes": [{"name": "pods", "tier": "small"}],
+        "free_clients": {"clients": [{"name": "x", "cidrs": ["10.0.0.0/8"], "routes": ["pods"]}]},
+    }
+    with pytest.raises(ConfigError, match="'pods' sells pods, which are never free"):
+        parse_config(raw)
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(yaml.safe_load(example), env={})
+    assert [r.name for r in config.routes] == ["api", "live"]
+    assert config.routes[0].methods == ("GET", "POST", "HEAD")
+    assert [c.name for c in config.free_clients.clients] == ["office", "partner"]

@@ -38,9 +38,9 @@ def test_sessions_settings_are_read_and_checked() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("header", "x-cashu", "reads for itself"),
-        ("header", "x-paygress-paid", "reads for itself"),
-        ("header", "bad header", "not an HTTP header name"),
+        ("header", "x-cashu", "reads itself"),
+        ("header", "x-paygress-paid", "reads itself"),
+        ("header", "bad header", "must be a header name"),
         ("cookie", "a;b", "not a cookie name"),
         ("key_generation", -1, "integer >= 0"),
         ("accept_generations", "1", "list of integers"),

@@ -117,3 +117,40 @@ def test_client_address_reads_only_what_trusted_proxies_appended() -> None:
     assert client_address(request(**{"X-Forwarded-For": "198.51.100.2"}), 2) != "198.51.100.2"
     nginx = request(**{"X-Real-IP": "198.51.100.3", "X-Forwarded-For": "6.6.6.6"})
     assert client_address(nginx, 1, nginx=True) == "198.51.100.3"
+
+
+def test_the_host_is_the_forwarded_one_never_the_auth_call_s_own() -> None:
+    """The Host of a forward-auth call is Paygress's address (Traefik keeps its own when the
+    client sent none: HTTP/1.0); only X-Forwarded-Host / X-Original-URL name the client's."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from paygress.http_adapter import to_request
+
+    def host(headers: dict[str, str], *, nginx: bool = False) -> str:
+        return to_request(make_mocked_request("GET", "/", headers=headers), nginx=nginx).host
+
+    forwarded = {"Host": "127.0.0.1:8181", "X-Forwarded-Host": "PAID.example.com."}
+    assert host(forwarded) == "PAID.example.com."  # normalized by the pricing, as for Envoy
+    assert host({"Host": "127.0.0.1:8181"}) == ""
+    assert host({"Host": "paygress"}, nginx=True) == ""
+    ingress = {"Host": "paygress", "X-Original-URL": "http://paid.example.com/x"}
+    assert host(ingress) == "paid.example.com"
+
+
+async def test_a_host_bound_route_refuses_a_request_without_host() -> None:
+    store, wallet = FakeStore(), FakeWallet()
+    hosted = RouteRule(name="hosted", price=4, hosts=("paid.example.com",), path_prefix="/h/")
+    gate = Gate(Pricing((hosted,)), GateSettings("sat", (MINT,)), wallet, store)
+    runner, port = await start_site(ForwardAuth(gate).app(), "127.0.0.1:0")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+            sent = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/h/x"}
+            r = await client.get("/", headers=sent)
+            assert r.status_code == 400 and r.json()["reason"] == "missing_host"
+            r = await client.get("/", headers={**sent, "X-Forwarded-Host": "Paid.Example.Com."})
+            assert r.status_code == 402
+            r = await client.get("/", headers={**sent, "X-Forwarded-Host": "paid.example.com:1:2"})
+            assert r.status_code == 400 and r.json()["reason"] == "bad_host"
+    finally:
+        await runner.cleanup()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +20,8 @@ from hypothesis import strategies as st
 
 from paygress.cashu.models import Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
-from paygress.core.gate import Gate, GateSettings
+from paygress.core.gate import TRUSTED_HEADERS, Gate, GateSettings
+from paygress.core.hosts import BadHost
 from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
 from paygress.core.ports import Verified
 from paygress.core.pricing import Mode, Pricing, RouteRule
@@ -240,7 +242,16 @@ schemes = st.sampled_from(
     ["Cashu ", "cashu ", "CASHU  ", "Bearer ", "bearer ", " Bearer\t", "Basic ", "Cashu", ""]
 )
 header_names = st.sampled_from(
-    ["x-paygress-paid", "x-paygress-grant", "x-paygress-remaining", "x-other", "host", "cookie"]
+    [
+        "x-paygress-paid",
+        "x-paygress-grant",
+        "x-paygress-remaining",
+        "x_paygress_paid",
+        "x.paygress-route",
+        "x-other",
+        "host",
+        "cookie",
+    ]
 ) | st.text(max_size=12).map(str.lower)
 
 
@@ -353,7 +364,15 @@ async def test_free_route_always_allows_and_strips_forged_headers(
     decision = await gate.check(HttpRequest("GET", "svc.test", path, headers))
     assert isinstance(decision, Allow) and decision.reason == "free"
     assert decision.upstream_headers == ()
-    assert set(decision.remove_headers) == {h for h in headers if h.startswith("x-paygress-")}
+    expected = {h for h in headers if re.sub(r"[_.]", "-", h) in TRUSTED_HEADERS}
+    if "x-cashu" in headers:  # a token never goes upstream, on a free route neither
+        expected.add("x-cashu")
+    scheme, _, rest = headers.get("authorization", "").strip().partition(" ")
+    if (scheme.lower() == "cashu" and rest.strip()) or (
+        scheme.lower() == "bearer" and rest.strip().startswith("cashu")
+    ):
+        expected.add("authorization")
+    assert set(decision.remove_headers) == expected
     assert wallet.calls == 0
 
 
@@ -376,7 +395,14 @@ async def test_arbitrary_method_host_path_never_raise(
     method: str, host: str, path: str, headers: dict[str, str]
 ) -> None:
     gate, wallet = make_gate()
-    rule = gate.pricing.match(method, host, path)
+    try:
+        rule = gate.pricing.match(method, host, path)
+    except BadHost as exc:  # the host matters to a rule and is malformed or missing
+        decision = await gate.check(HttpRequest(method, host, path, headers))
+        assert isinstance(decision, Answer) and decision.status == 400
+        assert json.loads(decision.body)["reason"] == exc.reason
+        assert exc.reason in ("bad_host", "missing_host")
+        return
     decision = await gate.check(HttpRequest(method, host, path, headers))
     if rule is None:
         assert isinstance(decision, Allow) and decision.reason == "free"

@@ -303,3 +303,29 @@ async def test_offers_and_status_are_answered_from_memory_without_payment() -> N
     assert pods.calls == calls  # memory only
     assert metrics.checks.decisions.get(("answer", "offers"), 0) == 1
     assert metrics.checks.decisions.get(("deny", "pod_not_found"), 0) == 2
+
+
+async def test_a_listed_client_still_pays_for_a_pod() -> None:
+    import ipaddress
+
+    from paygress.core.free_clients import FreeClient, FreeClients
+
+    gate, pods, wallet, _ = setup()
+    everyone = FreeClient("everyone", networks=(ipaddress.ip_network("0.0.0.0/0"),))
+    gate.pricing.free_clients = FreeClients((everyone,))
+    decision = await gate.check(HttpRequest("GET", "h", "/pod/x", {}, client="10.0.0.1"))
+    assert isinstance(decision, Answer) and decision.status == 402, "a pod needs a paid grant"
+    assert not pods.created and wallet.calls == 0
+
+
+async def test_a_pod_request_strips_the_token_and_aliases_of_trusted_headers() -> None:
+    gate, pods, _, _ = setup()
+    token = make_token((32,))
+    await gate.check(req(**{"x-cashu": token}))
+    pods.run(pods.created[0].name)
+    forged = {"authorization": f"Cashu {token}", "x.paygress.paid": "1", "x-paygress-unit": "x"}
+    decision = await gate.check(req(**forged))
+    assert isinstance(decision, Allow)
+    assert {"authorization", "x.paygress.paid"} <= set(decision.remove_headers)
+    # Set by Paygress itself: overwritten, not removed.
+    assert "x-paygress-unit" not in decision.remove_headers
