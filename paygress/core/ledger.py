@@ -14,6 +14,10 @@ next) implements it. The invariants it keeps are the wallet's money invariants:
    returns counters to the free set.
 3. A swap record is deleted only once its outcome is known: `settle_swap` (signed, proofs
    stored) or `abandon_swap` (definitively not signed, or signed for someone else's inputs).
+4. One process at a time sends or finds out a record: `begin_swap` creates it claimed by its
+   creator, `claim_swap` lets another process take it over only once that claim has expired
+   (and then as unknown: the claimer may have sent it). So several processes sharing one
+   ledger never send the same token's swap twice, and one that dies mid-swap is covered.
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ RESTORE_GAP_COUNTERS = 1024
 class CountersBusy(Exception):
     """Open swap records hold RESTORE_GAP_COUNTERS counters: no more may be reserved until
     some settle. Expected under a burst; the caller waits a little or answers 503."""
+
+
+class SwapExists(Exception):
+    """`begin_swap` found a record with this id (another process or path is swapping the same
+    token): resolve that record instead of starting another swap."""
+
+
+class SwapClaimed(Exception):
+    """Another process holds a live claim on this record (it is sending it or finding it out
+    now): wait for its outcome rather than sending the swap a second time."""
+
+
+class ProofsTaken(Exception):
+    """Some of the proofs chosen for a withdrawal are no longer unspent (a withdrawal by
+    another process took them first): nothing was changed; choose again."""
 
 
 class SwapKind(enum.StrEnum):
@@ -99,8 +118,16 @@ class Ledger(Protocol):
 
     async def begin_swap(self, swap: NewSwap) -> SwapRecord:
         """Reserves `len(swap.amounts)` counters of the keyset (lowest free first) and writes
-        the record, in one transaction; a withdrawal's inputs become reserved. Raises
-        CountersBusy when open records already hold RESTORE_GAP_COUNTERS counters."""
+        the record, claimed by this process, in one transaction; a withdrawal's inputs become
+        reserved. Raises CountersBusy when open records already hold RESTORE_GAP_COUNTERS
+        counters, SwapExists when a record with this id is open, ProofsTaken when a
+        withdrawal's inputs are not all unspent."""
+        ...
+
+    async def claim_swap(self, swap_id: str, seconds: float) -> SwapRecord | None:
+        """Claims an open record for this process for `seconds` (renewing its own claim); a
+        record whose claim by another process expired is taken over as unknown. None when the
+        record is gone; raises SwapClaimed while another process's claim is live."""
         ...
 
     async def mark_unknown(self, swap_id: str) -> None:
@@ -152,7 +179,8 @@ class Ledger(Protocol):
     async def mark_withdrawn(
         self, withdrawal_id: str, mint: str, unit: str, proofs: Sequence[Proof]
     ) -> None:
-        """Proofs handed out as they are: pending until the mint sees them spent."""
+        """Proofs handed out as they are: pending until the mint sees them spent. Raises
+        ProofsTaken (and changes nothing) unless every one is unspent."""
         ...
 
     async def pending_withdrawn(self) -> list[tuple[str, str, Proof]]:
