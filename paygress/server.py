@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from paygress import admin, grpc_adapter
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.nut13 import Seed
-from paygress.config import Config
+from paygress.config import Config, load_store_password
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
@@ -42,6 +42,7 @@ from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
+from paygress.store.redis import RedisStore
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -51,6 +52,37 @@ log = logging.getLogger("paygress.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["WalletAdmin"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+Store = SqliteStore | RedisStore
+
+
+def open_store(config: Config) -> Store:
+    """The configured store, not yet opened: SQLite in `state_dir`, or the shared Redis."""
+    if config.store.backend == "sqlite":
+        return SqliteStore(config.database_path)
+    settings = config.store
+    assert settings.url is not None
+    return RedisStore(
+        settings.url,
+        prefix=settings.prefix,
+        password=load_store_password(),
+        timeout=settings.timeout_seconds,
+        tls_ca_file=settings.tls_ca_file,
+        tls_cert_file=settings.tls_cert_file,
+        tls_key_file=settings.tls_key_file,
+        check_persistence=settings.check_persistence,
+        # A live process gives its leases back at every flush; one silent for three flushes
+        # (or 5 s) is not waited for.
+        lease_seconds=max(5.0, 3 * config.flush_interval_seconds),
+        claim_seconds=claim_seconds(config),
+    )
+
+
+def claim_seconds(config: Config) -> float:
+    """How long a swap record stays claimed by the process that sends or finds it out: its
+    calls to the mint (state, restore, swap) each end within `mint_timeout_seconds`."""
+    return max(5.0, 4 * config.mint_timeout_seconds)
 
 
 def seed_id(mnemonic: str) -> str:
@@ -98,7 +130,7 @@ class Running:
         config: Config,
         gate: Gate,
         wallet: OperatorWallet,
-        store: SqliteStore,
+        store: Store,
         metrics: PrometheusMetrics,
         health: HealthServicer,
         servers: list[grpc.aio.Server],
@@ -199,6 +231,7 @@ async def start(config: Config, mnemonic: str) -> Running:
             "event_loop": running_loop_name(),
             "routes": len(config.routes),
             "mints": list(config.mints),
+            "store": config.store.backend,
             "grants_loaded": len(running.gate.book),
         },
     )
@@ -212,7 +245,7 @@ async def _assemble(
     exists. The stack unwinds last-in first-out, so the push order below is the reverse of the
     teardown order: servers stop first, then the background tasks, then the gate drains and
     flushes, then pods, wallet and store close."""
-    store = SqliteStore(config.database_path)
+    store = open_store(config)
     resources.push_async_callback(store.close)
     await store.open(seed_id(mnemonic))
     metrics = PrometheusMetrics()
@@ -232,6 +265,7 @@ async def _assemble(
         client_factory=mint_client,
         require_dleq=payments.require_dleq,
         keyset_refresh_seconds=payments.keyset_refresh_seconds,
+        claim_seconds=claim_seconds(config),
     )
     resources.push_async_callback(wallet.aclose)
     pods, pod_access = await _pods(config, metrics, resources, store, seed)
@@ -247,6 +281,9 @@ async def _assemble(
             payment_timeout_seconds=payments.timeout_seconds,
             refusals_max=payments.refusals_max,
             refusals_seconds=payments.refusals_seconds,
+            lease_max_requests=config.store.lease_requests,
+            on_store_outage=config.store.on_outage,
+            refresh_seconds=config.flush_interval_seconds,
         ),
         wallet,
         store.grants,
@@ -267,6 +304,11 @@ async def _assemble(
     resources.push_async_callback(gate.drain, config.shutdown_timeout_seconds)
     metrics.gauge(
         "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
+    )
+    metrics.gauge(
+        "paygress_store_available",
+        "1 while the grant store and ledger can be reached (as calls and probes find).",
+        lambda: float(store.grants.available),
     )
     metrics.gauge(
         "paygress_refusals_remembered",
@@ -353,7 +395,7 @@ async def _pods(
     config: Config,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
-    store: SqliteStore,
+    store: Store,
     seed: Seed,
 ) -> tuple[KubePods | None, PodAccess | None]:
     """Pods for payment, when a route names a tier: the keeper follows the grant store's
