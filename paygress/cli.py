@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC service")
     serve.add_argument("--config", help="YAML config file (default: $PAYGRESS_CONFIG)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on this node (default: `workers` of the config, 1); more than "
+        "one needs the redis store",
+    )
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and print a summary")
@@ -75,7 +83,10 @@ def _serve(args: argparse.Namespace) -> int:
     from paygress.event_loop import EventLoopUnavailable, loop_factory
     from paygress.logs import setup_logging
     from paygress.server import StartupError, serve
+    from paygress.workers import Supervisor, worker_config
 
+    if args.workers is not None:
+        os.environ["PAYGRESS_WORKERS"] = str(args.workers)  # checked like the key; inherited
     try:
         config = load_config(args.config)
         mnemonic = load_mnemonic()
@@ -84,6 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"paygress: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    if config.workers > 1 and args.worker is None:
+        argv = [sys.executable, "-m", "paygress.cli", "serve"]
+        argv += ["--config", args.config] if args.config else []
+        return asyncio.run(Supervisor(argv, config.workers).run())
+    if args.worker is not None:
+        config = worker_config(config, args.worker)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(config, mnemonic))

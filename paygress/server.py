@@ -135,7 +135,7 @@ class Running:
         health: HealthServicer,
         servers: list[grpc.aio.Server],
         socket_path: Path,
-        admin_socket_path: Path,
+        admin_socket_path: Path | None,
         tcp_port: int | None,
         http_port: int | None,
         metrics_port: int | None,
@@ -337,15 +337,21 @@ async def _assemble(
         grace,
         socket_mode=config.listen.socket_mode,
     )
-    admin_socket_path = Path(config.listen.admin_socket)
-    admin_server, _ = await _grpc_server(
-        resources,
-        [_admin(wallet), _health(health)],
-        f"unix:{admin_socket_path}",
-        grace,
-        socket_mode=config.listen.admin_socket_mode,
-    )
-    servers = [unix, admin_server]
+    servers = [unix]
+    admin_socket_path: Path | None = None
+    if config.listen.admin_socket:  # every process but workers 1..N-1 (paygress/workers.py)
+        admin_socket_path = Path(config.listen.admin_socket)
+        admin_server, _ = await _grpc_server(
+            resources,
+            [_admin(wallet), _health(health)],
+            f"unix:{admin_socket_path}",
+            grace,
+            socket_mode=config.listen.admin_socket_mode,
+        )
+        servers.append(admin_server)
+    # Worker processes share the TCP and forward-auth ports (SO_REUSEPORT: gRPC sets it
+    # itself; aiohttp is told).
+    shared = config.workers > 1
     tcp_port: int | None = None
     if config.listen.tcp:
         tcp, tcp_port = await _grpc_server(resources, proxy_services, config.listen.tcp, grace)
@@ -356,6 +362,7 @@ async def _assemble(
             resources,
             ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops).app(),
             config.listen.http,
+            reuse_port=shared,
         )
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
@@ -487,9 +494,13 @@ async def _grpc_server(
 
 
 async def _http_site(
-    resources: contextlib.AsyncExitStack, app: web.Application, address: str
+    resources: contextlib.AsyncExitStack,
+    app: web.Application,
+    address: str,
+    *,
+    reuse_port: bool = False,
 ) -> int:
-    runner, port = await start_site(app, address)
+    runner, port = await start_site(app, address, reuse_port=reuse_port)
     resources.push_async_callback(runner.cleanup)
     return port
 

@@ -237,3 +237,49 @@ async def test_redis_stopped_is_503_and_restarted_loses_nothing(
         assert statuses == Counter({200: 8, 402: 4}), statuses  # 10 paid: 2 used before
         for i in range(REPLICAS):
             assert await s.balance(i) == (24, 0)
+
+
+async def test_two_workers_in_one_pod_serve_one_token_exactly(
+    mint: NutshellMint, upstream: EchoUpstream, wallet: CashuWallet, tmp: Path
+) -> None:
+    proxy = await CountingProxy.to_url(mint.url).start()
+    redis = await RedisServer(tmp / "redis").start()
+    metrics = free_port()
+    free_port()  # worker 1 takes the next port
+    config = gate_config(proxy.url, tmp / "state") | {
+        "store": {"backend": "redis", "url": redis.socket_url},
+        "workers": 2,
+        "metrics": {"listen": f"{LOOPBACK}:{metrics}"},
+    }
+    config["listen"] = {"http": f"{LOOPBACK}:{free_port()}"}
+    paygress = await PaygressProcess(config, Seed.generate_mnemonic(), tmp / "p").start()
+    sockets = paygress.worker_sockets
+    envoy = await EnvoyProxy(
+        tmp / "envoy",
+        upstream=upstream.address,
+        paygress_socket=sockets[0],
+        mutate=balance_over(sockets),
+    ).start()
+    try:
+        async with httpx.AsyncClient(base_url=envoy.url, trust_env=False, timeout=15) as http:
+            s = Replicas(mint, proxy, redis, [paygress], envoy, wallet, http)
+            token = await s.token(21)  # 10 requests
+            statuses = await pay_all(s, token, 30)
+            assert statuses == Counter({200: 10, 402: 20}), statuses
+            assert s.swaps() == 1
+            assert await s.balance(0) == (20, 0), "worker 0 serves the wallet admin"
+            checks = []
+            async with httpx.AsyncClient(trust_env=False) as client:
+                for port in (metrics, metrics + 1):
+                    text = (await client.get(f"http://{LOOPBACK}:{port}/metrics")).text
+                    found = re.findall(r"^paygress_checks_total\{[^}]*\} (\S+)$", text, re.M)
+                    checks.append(sum(float(v) for v in found))
+            assert all(c > 5 for c in checks), f"Envoy balanced over both workers: {checks}"
+        await envoy.stop()
+        assert await paygress.stop() == 0, "SIGTERM drains every worker, the supervisor exits 0"
+        assert not any(path.exists() for path in sockets)
+    finally:
+        await envoy.stop()
+        await paygress.stop()
+        await redis.stop()
+        await proxy.stop()

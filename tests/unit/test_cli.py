@@ -328,6 +328,7 @@ async def test_wallet_balance_of_empty_wallet(
 async def test_wallet_finds_the_admin_socket_in_the_config(
     running: server.Running, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert running.admin_socket_path is not None
     path = running.admin_socket_path.parent / "server.yaml"
     path.write_text(yaml.safe_dump(config_dict(running.admin_socket_path.parent)))
     assert await cli("wallet", "--config", str(path), "balance") == 0
