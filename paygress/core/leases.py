@@ -113,6 +113,8 @@ class Leases:
     async def _lease(self, grant: Grant) -> bool:
         """One lease call (single-flight per grant); returns whether others hold some."""
         held = self._held.setdefault(grant.id, _Held(pool=grant.requests_left))
+        if held.held and held.used >= held.held:
+            held.block = min(held.block * 2, self.max_block)  # used up within one interval
         done = asyncio.get_running_loop().create_future()
         self._refills[grant.id] = done
         try:
@@ -123,8 +125,6 @@ class Leases:
         finally:
             del self._refills[grant.id]
             done.set_result(None)
-        if held.held and held.used >= held.held:
-            held.block = min(held.block * 2, self.max_block)  # used up within one interval
         held.held, held.pool = lease.held, lease.pool
         grant.requests_left = held.left + lease.pool
         return lease.elsewhere
