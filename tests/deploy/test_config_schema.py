@@ -48,6 +48,7 @@ NUMBERS = (
     "payments.unproven_swaps.per_client_per_minute", "payments.unproven_swaps.per_client_burst",
     "limits.max_token_bytes", "limits.max_proofs", "routes[].price", "routes[].grants",
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
+    "store.timeout_seconds", "store.lease_requests", "workers",
 )  # fmt: skip
 LISTS = ("routes[].match.hosts", "routes[].match.methods", "tiers[].images")
 
@@ -58,7 +59,7 @@ def schema_stricter(path: str, value: Any) -> str | None:
         return "Paygress also reads numbers from strings (env overrides); values are typed"
     if path in NUMBERS and value is True:
         return "Paygress reads a YAML boolean as the number 1 (float(True)); a typo in values"
-    if path == "payments.require_dleq" and isinstance(value, str):
+    if path in ("payments.require_dleq", "store.check_persistence") and isinstance(value, str):
         return "Paygress also reads booleans from strings (env overrides); values are typed"
     if path in LISTS and isinstance(value, str):
         return "Paygress reads one string as a one-item list; the chart asks for the list"
@@ -74,6 +75,8 @@ def schema_stricter(path: str, value: Any) -> str | None:
 PAYGRESS_ONLY = {
     ("tiers[].max_seconds", "1"): "must not be less than min_seconds (default 60)",
     ("tiers[].max_seconds", "2"): "must not be less than min_seconds (default 60)",
+    ("workers", "2"): "several workers need store.backend: redis (the chart fails too)",
+    ("store.backend", "'redis'"): "the redis backend needs store.url (or the chart's Secret)",
 }
 
 
@@ -109,6 +112,7 @@ LEVELS = [
     ("tiers[]", {"tiers": [{**TIER, BOGUS: 1}]}, schema_keys(SCHEMA["definitions"]["tier"])),
     ("kubernetes", {"kubernetes": {BOGUS: 1}}, set(KUBERNETES_VALUES.values())),
     ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
+    ("store", {"store": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["store"])),
     (
         "payments.unproven_swaps",
         {"payments": {"unproven_swaps": {BOGUS: 1}}},
@@ -170,11 +174,13 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments"}:
+        if key in {"routes", "tiers", "limits", "payments", "store"}:
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
         yield "limits.", {"limits": {}}, key, node
+    for key, node in top["store"]["properties"].items():
+        yield "store.", {"store": {}}, key, node
     payments = top["payments"]["properties"]
     for key, node in payments.items():
         if key != "unproven_swaps":
@@ -199,6 +205,8 @@ def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[s
         target = raw["limits"]
     elif where == "payments.":
         target = raw["payments"]
+    elif where == "store.":
+        target = raw["store"]
     elif where == "payments.unproven_swaps.":
         target = raw["payments"]["unproven_swaps"]
     elif where == "routes[].":
