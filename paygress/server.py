@@ -37,6 +37,7 @@ from paygress.config import Config, load_store_password
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
+from paygress.core.ports import StoreUnavailable
 from paygress.core.pricing import Pricing
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, metrics_app, start_site
@@ -553,6 +554,8 @@ async def _flush_forever(gate: Gate, interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await gate.flush()
+        except StoreUnavailable:
+            log.warning("the store cannot be reached: leases are given back at a later flush")
         except Exception:
             log.exception("could not persist grant usage; will retry")
 

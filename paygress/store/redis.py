@@ -7,8 +7,6 @@ keys, durability and faults, redis_grants.py for leases, redis_ledger.py for the
 
 from __future__ import annotations
 
-from typing import Any
-
 from paygress.store.redis_db import RedisDatabase
 from paygress.store.redis_grants import RedisGrants
 from paygress.store.redis_ledger import RedisLedger
@@ -21,12 +19,27 @@ class RedisStore:
         self,
         url: str,
         *,
+        prefix: str = "paygress",
+        password: str | None = None,
+        timeout: float = 1.0,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        probe_seconds: float = 1.0,
         lease_seconds: float = 10.0,
         claim_seconds: float = 10.0,
         check_persistence: bool = True,
-        **options: Any,
     ) -> None:
-        self.db = RedisDatabase(url, **options)
+        self.db = RedisDatabase(
+            url,
+            prefix=prefix,
+            password=password,
+            timeout=timeout,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            probe_seconds=probe_seconds,
+        )
         self.grants = RedisGrants(self.db, lease_seconds=lease_seconds)
         self.ledger = RedisLedger(self.db, self.grants.holder, claim_seconds=claim_seconds)
         self.check_persistence = check_persistence

@@ -6,7 +6,8 @@ touch any of them; the keys a script touches are passed to it. `meta` names the 
 keys belong to: a process with another seed refuses to start, like SQLite's database.
 
 Failures to reach Redis (refused, reset, timed out, loading) become StoreUnavailable (503 +
-Retry-After) and mark the store unavailable until a call or the probe succeeds again. Calls
+Retry-After); two in a row (a call's or the probe's: one slow answer on a busy machine is not
+an outage) mark the store unavailable until a call or the probe succeeds again. Calls
 are never retried by the client library: a call whose answer was lost may have been done, and
 every script is written so that doing it again is harmless or refused, never doubled.
 
@@ -78,6 +79,7 @@ class RedisDatabase:
         self.tag = "{" + prefix + "}"
         self.probe_seconds = probe_seconds
         self.available = True
+        self._failures = 0  # calls that failed in a row
         self._probe: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -92,19 +94,23 @@ class RedisDatabase:
         try:
             result = await fn()
         except _UNREACHABLE as exc:
-            if self.available:
-                log.warning("redis unreachable: %s", exc)
-            self.available = False
+            self._failed(exc)
             raise StoreUnavailable() from exc
         except ResponseError as exc:
             if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "READONLY" in str(exc):
-                self.available = False
+                self._failed(exc)
                 raise StoreUnavailable() from exc
             raise
         if not self.available:
             log.info("redis reachable again")
-        self.available = True
+        self.available, self._failures = True, 0
         return result
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures >= 2 and self.available:
+            log.warning("redis unreachable: %s", exc)
+            self.available = False
 
     async def command(self, *args: str | int | float) -> Any:
         """One Redis command (e.g. "HGET", key, field); its answer as redis-py decodes it."""

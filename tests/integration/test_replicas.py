@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -70,23 +71,28 @@ class Replicas:
         async with httpx.AsyncClient(trust_env=False, timeout=15) as client:
             return await client.get(f"http://{LOOPBACK}:{port}/", headers=headers)
 
-    async def balance(self, replica: int) -> tuple[int, int]:
-        """(spendable, pending) as `paygress wallet balance` on this replica prints them."""
+    async def cli(self, replica: int, *args: str) -> str:
+        """`paygress wallet …` on this replica's admin socket; its output."""
         proc = await asyncio.create_subprocess_exec(
             str(VENV / "bin" / "paygress"),
             "wallet",
             "--socket",
             str(self.paygress[replica].admin_socket_path),
-            "balance",
+            *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err.decode()
-        if "the wallet is empty" in out.decode():
+        return out.decode()
+
+    async def balance(self, replica: int) -> tuple[int, int]:
+        """(spendable, pending) as `paygress wallet balance` on this replica prints them."""
+        out = await self.cli(replica, "balance")
+        if "the wallet is empty" in out:
             return 0, 0
-        found = re.search(r"(\d+) sat spendable\s+(\d+) sat pending", out.decode())
-        assert found, out.decode()
+        found = re.search(r"(\d+) sat spendable\s+(\d+) sat pending", out)
+        assert found, out
         return int(found[1]), int(found[2])
 
 
@@ -203,6 +209,20 @@ async def test_a_replica_killed_mid_swap_loses_nothing(
             assert await s.balance(2) == (paid, 0)
             await s.paygress[0].start()
             assert await s.balance(0) == (paid, 0)
+
+        # Redis loses everything: the seed and the mint have every sat the replicas received.
+        for p in s.paygress:
+            await p.stop()
+        await s.redis.stop()
+        for path in s.redis.workdir.iterdir():
+            if path.name.startswith("appendonly"):
+                await asyncio.to_thread(shutil.rmtree, path)
+        await s.redis.start()
+        for p in s.paygress:
+            await p.start()
+        assert await s.balance(1) == (0, 0)
+        assert f"worth {paid}" in await s.cli(1, "restore")
+        assert [await s.balance(i) for i in range(REPLICAS)] == [(paid, 0)] * REPLICAS
 
 
 async def test_redis_stopped_is_503_and_restarted_loses_nothing(
