@@ -44,7 +44,9 @@ from bench.ext_authz import (
     direct_response,
     ensure_wrk,
     head_to_head,
+    load_arguments,
     pin,
+    print_ratios,
 )
 from tests.integration.test_replicas import balance_over
 from tests.peers.envoy import EnvoyProxy
@@ -239,11 +241,7 @@ def report(
         f"1. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, servers sharing "
         "one core; median [min..max] of req/s x over y"
     )
-    for (x, y), ratios in h2h.items():
-        print(
-            f"   {x + '/' + y:6} {statistics.median(ratios):.3f} "
-            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {NOTES[(x, y)]}"
-        )
+    print_ratios(h2h, NOTES)
     print(
         f"\n2. Workers (Redis store, cached time grant): {args.rounds} x {args.seconds}s, "
         f"{args.connections} connections, medians"
@@ -263,10 +261,6 @@ def report(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--h2h-seconds", type=int, default=4)
-    parser.add_argument("--h2h-rounds", type=int, default=4)
-    parser.add_argument("--connections", type=int, default=16)
+    load_arguments(parser)
     parser.add_argument("--before", help="a git revision to compare this tree with (ds/d0)")
     asyncio.run(main(parser.parse_args()))

@@ -44,6 +44,7 @@ from paygress.http_adapter import ForwardAuth, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
 from paygress.store.redis import RedisStore
+from paygress.store.redis_db import Connection
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -65,13 +66,15 @@ def open_store(config: Config) -> Store:
     settings = config.store
     assert settings.url is not None
     return RedisStore(
-        settings.url,
-        prefix=settings.prefix,
-        password=load_store_password(),
-        timeout=settings.timeout_seconds,
-        tls_ca_file=settings.tls_ca_file,
-        tls_cert_file=settings.tls_cert_file,
-        tls_key_file=settings.tls_key_file,
+        Connection(
+            settings.url,
+            prefix=settings.prefix,
+            password=load_store_password(),
+            timeout=settings.timeout_seconds,
+            tls_ca_file=settings.tls_ca_file,
+            tls_cert_file=settings.tls_cert_file,
+            tls_key_file=settings.tls_key_file,
+        ),
         check_persistence=settings.check_persistence,
         # A live process gives its leases back at every flush; one silent for three flushes
         # (or 5 s) is not waited for.

@@ -7,39 +7,24 @@ keys, durability and faults, redis_grants.py for leases, redis_ledger.py for the
 
 from __future__ import annotations
 
-from paygress.store.redis_db import RedisDatabase
+from paygress.store.redis_db import Connection, RedisDatabase
 from paygress.store.redis_grants import RedisGrants
 from paygress.store.redis_ledger import RedisLedger
 
 
 class RedisStore:
-    """Opens the gateway's keys (checking they belong to the wallet's seed); both ports."""
+    """Opens the gateway's keys (checking they belong to the wallet's seed); both ports.
+    `RedisStore(Connection(url, prefix=…, password=…))`."""
 
     def __init__(
         self,
-        url: str,
+        connection: Connection,
         *,
-        prefix: str = "paygress",
-        password: str | None = None,
-        timeout: float = 1.0,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
-        probe_seconds: float = 1.0,
         lease_seconds: float = 10.0,
         claim_seconds: float = 10.0,
         check_persistence: bool = True,
     ) -> None:
-        self.db = RedisDatabase(
-            url,
-            prefix=prefix,
-            password=password,
-            timeout=timeout,
-            tls_ca_file=tls_ca_file,
-            tls_cert_file=tls_cert_file,
-            tls_key_file=tls_key_file,
-            probe_seconds=probe_seconds,
-        )
+        self.db = RedisDatabase(connection)
         self.grants = RedisGrants(self.db, lease_seconds=lease_seconds)
         self.ledger = RedisLedger(self.db, self.grants.holder, claim_seconds=claim_seconds)
         self.check_persistence = check_persistence

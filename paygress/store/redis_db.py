@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -49,35 +50,40 @@ REQUIRED = {
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How to reach one gateway's keys: `{prefix}:…` on the Redis at `url`."""
+
+    url: str
+    prefix: str = "paygress"
+    password: str | None = None
+    timeout: float = 1.0  # one call, all in
+    tls_ca_file: str | None = None  # rediss:// only
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    probe_seconds: float = 1.0  # a PING this often keeps `available` current
+
+
 class RedisDatabase:
     """The client, the key names of one gateway, and whether Redis is reachable now."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "paygress",
-        password: str | None = None,
-        timeout: float = 1.0,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
-        probe_seconds: float = 1.0,
-    ) -> None:
+    def __init__(self, connection: Connection) -> None:
         options: dict[str, Any] = {
-            "password": password,
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
+            "password": connection.password,
+            "socket_timeout": connection.timeout,
+            "socket_connect_timeout": connection.timeout,
             "retry": Retry(NoBackoff(), 0),
             "decode_responses": True,
         }
-        if url.startswith("rediss://"):
+        if connection.url.startswith("rediss://"):
             options.update(
-                ssl_ca_certs=tls_ca_file, ssl_certfile=tls_cert_file, ssl_keyfile=tls_key_file
+                ssl_ca_certs=connection.tls_ca_file,
+                ssl_certfile=connection.tls_cert_file,
+                ssl_keyfile=connection.tls_key_file,
             )
-        self.client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
-        self.tag = "{" + prefix + "}"
-        self.probe_seconds = probe_seconds
+        self.client: aioredis.Redis = aioredis.Redis.from_url(connection.url, **options)
+        self.tag = "{" + connection.prefix + "}"
+        self.probe_seconds = connection.probe_seconds
         self.available = True
         self._failures = 0  # calls that failed in a row
         self._probe: asyncio.Task[None] | None = None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from paygress.store.redis import RedisStore
+from paygress.store.redis_db import Connection
 from paygress.store.sqlite import SqliteStore
 from tests.peers.redis import RedisServer
 
@@ -22,10 +24,22 @@ async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         yield server
 
 
-def redis_store(server: RedisServer, prefix: str | None = None, **options: object) -> RedisStore:
-    """A store on its own keys (a fresh prefix), so tests share one server safely."""
-    options.setdefault("timeout", 5.0)  # a shared CI machine may take a while to fsync
-    return RedisStore(server.url, prefix=prefix or f"t-{secrets.token_hex(6)}", **options)  # type: ignore[arg-type]
+def redis_store(
+    server: RedisServer,
+    prefix: str | None = None,
+    *,
+    probe_seconds: float = 1.0,
+    **options: Any,
+) -> RedisStore:
+    """A store on its own keys (a fresh prefix), so tests share one server safely. The timeout
+    is long: a shared CI machine may take a while to fsync."""
+    connection = Connection(
+        server.url,
+        prefix=prefix or f"t-{secrets.token_hex(6)}",
+        timeout=5.0,
+        probe_seconds=probe_seconds,
+    )
+    return RedisStore(connection, **options)
 
 
 @pytest_asyncio.fixture(params=["sqlite", "redis"], loop_scope="session")

@@ -7,19 +7,21 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from paygress.core.ledger import LedgerError, SwapClaimed
 from paygress.core.ports import Lease, StoreUnavailable
 from paygress.store.redis import RedisStore
+from paygress.store.redis_db import Connection
 from tests.peers.redis import RedisServer
 
 from .conftest import redis_store
 from .test_contract import grant, paid, redeem
 
 
-async def two_processes(server: RedisServer, **options: object) -> tuple[RedisStore, RedisStore]:
+async def two_processes(server: RedisServer, **options: Any) -> tuple[RedisStore, RedisStore]:
     """Two stores on the same keys, as two replicas of one seed have."""
     prefix = f"t-{secrets.token_hex(6)}"
     a, b = redis_store(server, prefix, **options), redis_store(server, prefix, **options)
@@ -99,7 +101,7 @@ async def test_a_redis_that_may_lose_answered_writes_is_refused(tmp_path: Path) 
 
 async def test_a_password_and_the_unix_socket(tmp_path: Path) -> None:
     async with RedisServer(tmp_path, password="s3cret") as server:
-        store = RedisStore(server.socket_url, prefix="p", password="s3cret")
+        store = RedisStore(Connection(server.socket_url, prefix="p", password="s3cret"))
         await store.open("seed-a")
         await paid(store, grant())
         assert await store.grants.get_grant("g1") == grant()

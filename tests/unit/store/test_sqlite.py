@@ -9,42 +9,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from coincurve import PrivateKey
 
-from paygress.cashu.models import Proof
-from paygress.core.ledger import LedgerError, NewSwap, SwapKind
-from paygress.core.model import Grant
-from paygress.core.pricing import Mode
+from paygress.core.ledger import LedgerError
 from paygress.store.sqlite import SqliteStore
 
-MINT = "http://mint.test"
-KEYSET = "00ad268c4d1f5826"
-
-
-def proof(amount: int, n: int) -> Proof:
-    return Proof(
-        keyset_id=KEYSET,
-        amount=amount,
-        secret=f"{n:064x}",
-        C=PrivateKey().public_key.format().hex(),
-    )
-
-
-def grant(gid: str = "g1", left: int = 3) -> Grant:
-    return Grant(
-        id=gid,
-        route="api",
-        mode=Mode.PER_REQUEST,
-        unit="sat",
-        mint=MINT,
-        paid=12,
-        created_at=1.0,
-        requests_left=left,
-    )
-
-
-def redeem(sid: str, amounts: tuple[int, ...], g: Grant | None = None) -> NewSwap:
-    return NewSwap(sid, SwapKind.REDEEM, MINT, "sat", KEYSET, amounts, (proof(16, 99),), g)
+from .test_contract import KEYSET, MINT, grant, proof, redeem
 
 
 @pytest_asyncio.fixture

@@ -9,10 +9,8 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import pytest_asyncio
 
-from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import Proof, Token
 from paygress.cashu.token import parse_token
 from paygress.core.ledger import NewSwap, SwapKind
@@ -21,9 +19,9 @@ from paygress.core.ports import PaymentRejected, SettledMeanwhile
 from paygress.store.redis import RedisStore
 from paygress.wallet import OperatorWallet, WalletError
 from tests.peers.redis import RedisServer
-from tests.unit.store.conftest import redis_server  # noqa: F401  (the fixture)
+from tests.unit.store.conftest import redis_server, redis_store  # noqa: F401  (a fixture)
 
-from .test_operator import SEED, URL, Mint, fp, grant_for
+from .test_operator import URL, Mint, fp, grant_for, wallet_on
 
 
 @dataclass
@@ -49,21 +47,12 @@ class Process:
 @pytest_asyncio.fixture
 async def processes(redis_server: RedisServer) -> AsyncIterator[tuple[Mint, list[Process]]]:  # noqa: F811
     mint = Mint(fee_ppk=100)
-    transport = httpx.MockTransport(mint.handle)
     prefix = f"t-{secrets.token_hex(6)}"
     found = []
     for _ in range(3):
-        store = RedisStore(redis_server.url, prefix=prefix, claim_seconds=0.3, timeout=5.0)
+        store = redis_store(redis_server, prefix, claim_seconds=0.3)
         await store.open("seed")
-        wallet = OperatorWallet(
-            store.ledger,
-            SEED,
-            [URL],
-            "sat",
-            client_factory=lambda url: MintClient(url, transport=transport),
-            claim_seconds=0.3,
-        )
-        found.append(Process(store, wallet))
+        found.append(Process(store, wallet_on(store.ledger, mint, claim_seconds=0.3)))
     yield mint, found
     for p in found:
         await p.wallet.aclose()
