@@ -71,6 +71,14 @@ class Replicas:
         async with httpx.AsyncClient(trust_env=False, timeout=15) as client:
             return await client.get(f"http://{LOOPBACK}:{port}/", headers=headers)
 
+    async def served(self, replica: int, token: str, within: float = 10) -> httpx.Response:
+        """`on` again while it answers 503 (what a client does with Retry-After)."""
+        deadline = time.monotonic() + within
+        while (r := await self.on(replica, token)).status_code == 503:
+            assert time.monotonic() < deadline, r.text
+            await asyncio.sleep(0.2)
+        return r
+
     async def cli(self, replica: int, *args: str) -> str:
         """`paygress wallet …` on this replica's admin socket; its output."""
         proc = await asyncio.create_subprocess_exec(
@@ -201,10 +209,7 @@ async def test_a_replica_killed_mid_swap_loses_nothing(
             with contextlib.suppress(httpx.HTTPError):
                 await paying
             paid += 8
-            deadline = time.monotonic() + 20
-            while (r := await s.on(1, token)).status_code == 503:  # claimed by the dead one
-                assert time.monotonic() < deadline, r.text
-                await asyncio.sleep(0.3)
+            r = await s.served(1, token, within=20)  # 503 while the dead one's claim lasts
             assert r.status_code == 200, r.text
             assert await s.balance(2) == (paid, 0)
             await s.paygress[0].start()
@@ -247,12 +252,9 @@ async def test_redis_stopped_is_503_and_restarted_loses_nothing(
         assert s.swaps() == swaps, "no swap that could not be recorded"
         assert all(p.running for p in s.paygress), "no crash"
         await s.redis.start()
-        deadline = time.monotonic() + 10
-        while (r := await s.on(1, token)).status_code == 503:
-            assert time.monotonic() < deadline, r.text
-            await asyncio.sleep(0.2)
-        assert r.status_code == 200
-        assert (await s.on(2, fresh)).status_code == 200
+        # Each replica serves again once its probe (every second) reaches Redis.
+        assert (await s.served(1, token)).status_code == 200
+        assert (await s.served(2, fresh)).status_code == 200
         statuses = await pay_all(s, token, 12)
         assert statuses == Counter({200: 8, 402: 4}), statuses  # 10 paid: 2 used before
         for i in range(REPLICAS):
