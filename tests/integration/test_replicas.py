@@ -266,8 +266,7 @@ async def test_two_workers_in_one_pod_serve_one_token_exactly(
 ) -> None:
     proxy = await CountingProxy.to_url(mint.url).start()
     redis = await RedisServer(tmp / "redis").start()
-    metrics = free_port()
-    free_port()  # worker 1 takes the next port
+    metrics = free_port(run=2)  # worker i serves metrics on port + i
     config = gate_config(proxy.url, tmp / "state") | {
         "store": {"backend": "redis", "url": redis.socket_url},
         "workers": 2,
