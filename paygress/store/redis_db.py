@@ -146,7 +146,10 @@ class RedisDatabase:
         try:
             found: dict[str, str] = {}
             for name in REQUIRED:
-                found.update(await self.command("CONFIG", "GET", name))
+                answer = await self.command("CONFIG", "GET", name)
+                if isinstance(answer, list):  # redis-py < 5.2 leaves it as [name, value]
+                    answer = dict(zip(answer[::2], answer[1::2], strict=True))
+                found.update(answer)
         except ResponseError as exc:
             log.warning(
                 "cannot read Redis's config (%s): make sure it runs with %s",
