@@ -49,8 +49,14 @@ NUMBERS = (
     "payments.unproven_swaps.per_client_per_minute", "payments.unproven_swaps.per_client_burst",
     "limits.max_token_bytes", "limits.max_proofs", "routes[].price", "routes[].grants",
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
+    "store.timeout_seconds", "store.lease_requests", "workers",
 )  # fmt: skip
-BOOLEANS = ("payments.require_dleq", "routes[].match.case_insensitive")
+BOOLEANS = (
+    "payments.require_dleq",
+    "routes[].match.case_insensitive",
+    "store.check_persistence",
+    "offline.accept_locked",
+)
 LISTS = (
     "routes[].match.hosts",
     "routes[].match.methods",
@@ -85,6 +91,8 @@ PAYGRESS_ONLY = {
     ("free_clients.clients[].routes", "['x']"): "must name a route of config.routes",
     ("free_clients.clients[].routes", "['/a/']"): "must name a route of config.routes",
     ("free_clients.clients[].routes", "['https://mint.example.com']"): "must name a route",
+    ("workers", "2"): "several workers need store.backend: redis (the chart fails too)",
+    ("store.backend", "'redis'"): "the redis backend needs store.url (or the chart's Secret)",
 }
 
 
@@ -120,6 +128,7 @@ LEVELS = [
     ("tiers[]", {"tiers": [{**TIER, BOGUS: 1}]}, schema_keys(SCHEMA["definitions"]["tier"])),
     ("kubernetes", {"kubernetes": {BOGUS: 1}}, set(KUBERNETES_VALUES.values())),
     ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
+    ("store", {"store": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["store"])),
     (
         "payments.unproven_swaps",
         {"payments": {"unproven_swaps": {BOGUS: 1}}},
@@ -191,11 +200,13 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments", "free_clients"}:
+        if key in {"routes", "tiers", "limits", "payments", "free_clients", "store"}:
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
         yield "limits.", {"limits": {}}, key, node
+    for key, node in top["store"]["properties"].items():
+        yield "store.", {"store": {}}, key, node
     payments = top["payments"]["properties"]
     for key, node in payments.items():
         if key != "unproven_swaps":
@@ -226,6 +237,8 @@ def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[s
         target = raw["limits"]
     elif where == "payments.":
         target = raw["payments"]
+    elif where == "store.":
+        target = raw["store"]
     elif where == "payments.unproven_swaps.":
         target = raw["payments"]["unproven_swaps"]
     elif where == "routes[].":
