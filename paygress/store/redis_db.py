@@ -122,6 +122,18 @@ class RedisDatabase:
         """One Redis command (e.g. "HGET", key, field); its answer as redis-py decodes it."""
         return await self.call(lambda: self.client.execute_command(*args))  # type: ignore[no-untyped-call]
 
+    async def atomic(self, *commands: tuple[str | int | float, ...]) -> list[Any]:
+        """Several commands in one MULTI/EXEC (a consistent read); their answers, in order."""
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=True) as tx:
+                for command in commands:
+                    tx.execute_command(*command)
+                found: list[Any] = await tx.execute()
+            return found
+
+        return await self.call(run)
+
     async def open(self, seed_id: str, *, check_persistence: bool = True) -> None:
         """Checks that the keys belong to `seed_id` (claiming them when new) and, with
         `check_persistence`, that Redis keeps what it answered; starts the probe."""

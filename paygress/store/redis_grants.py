@@ -109,16 +109,10 @@ class RedisGrants:
         return grant
 
     async def load_active_grants(self, now: float) -> list[Grant]:
-        client = self.db.client
-
-        async def live() -> list[str]:
-            async with client.pipeline(transaction=True) as tx:
-                tx.zremrangebyscore(self.k_live, "-inf", now)
-                tx.zrangebyscore(self.k_live, f"({now}", "+inf")
-                ids: list[str] = (await tx.execute())[1]
-            return ids
-
-        ids = await self.db.call(live)
+        _, ids = await self.db.atomic(
+            ("ZREMRANGEBYSCORE", self.k_live, "-inf", now),
+            ("ZRANGEBYSCORE", self.k_live, f"({now}", "+inf"),
+        )
         return [g for g in await self._grants(ids) if g is not None]
 
     async def grants_of_pod(self, pod: str) -> list[Grant]:
@@ -152,16 +146,9 @@ class RedisGrants:
         """The grants `ids` (None where unknown), with their current pools and ends."""
         if not ids:
             return []
-        client = self.db.client
-
-        async def read() -> list[list[str | None]]:
-            async with client.pipeline(transaction=True) as tx:
-                for key in (self.k_grants, self.k_pool, self.k_ends):
-                    tx.hmget(key, list(ids))
-                rows: list[list[str | None]] = await tx.execute()
-            return rows
-
-        texts, pools, ends = await self.db.call(read)
+        texts, pools, ends = await self.db.atomic(
+            *(("HMGET", key, *ids) for key in (self.k_grants, self.k_pool, self.k_ends))
+        )
         grants: list[Grant | None] = []
         for text, pool, end in zip(texts, pools, ends, strict=True):
             if text is None:

@@ -421,31 +421,17 @@ class RedisLedger:
         await self.db.call(lambda: self._mark_unknown([self.k_swaps, self.k_unknown], [swap_id]))
 
     async def swap_record(self, swap_id: str) -> SwapRecord | None:
-        client = self.db.client
-
-        async def read() -> list[Any]:
-            async with client.pipeline(transaction=True) as tx:
-                tx.hget(self.k_swaps, swap_id)
-                tx.hget(self.k_ctr, swap_id)
-                tx.sismember(self.k_unknown, swap_id)
-                found: list[Any] = await tx.execute()
-            return found
-
-        text, counters, unknown = await self.db.call(read)
+        text, counters, unknown = await self.db.atomic(
+            ("HGET", self.k_swaps, swap_id),
+            ("HGET", self.k_ctr, swap_id),
+            ("SISMEMBER", self.k_unknown, swap_id),
+        )
         return _record(swap_id, text, counters, bool(unknown)) if text else None
 
     async def swap_records(self) -> list[SwapRecord]:
-        client = self.db.client
-
-        async def read() -> list[Any]:
-            async with client.pipeline(transaction=True) as tx:
-                tx.hgetall(self.k_swaps)
-                tx.hgetall(self.k_ctr)
-                tx.smembers(self.k_unknown)
-                found: list[Any] = await tx.execute()
-            return found
-
-        texts, counters, unknown = await self.db.call(read)
+        texts, counters, unknown = await self.db.atomic(
+            ("HGETALL", self.k_swaps), ("HGETALL", self.k_ctr), ("SMEMBERS", self.k_unknown)
+        )
         records = [
             _record(sid, text, counters.get(sid, ""), sid in unknown) for sid, text in texts.items()
         ]
@@ -602,16 +588,7 @@ class RedisLedger:
 
     async def _locked(self) -> tuple[dict[str, LockedProof], set[str]]:
         """Every locked proof queued or being swapped (by Y), and the Ys being swapped."""
-        client = self.db.client
-
-        async def read() -> list[Any]:
-            async with client.pipeline(transaction=True) as tx:
-                tx.hgetall(self.k_locked)
-                tx.hkeys(self.k_lockswap)
-                found: list[Any] = await tx.execute()
-            return found
-
-        texts, taken = await self.db.call(read)
+        texts, taken = await self.db.atomic(("HGETALL", self.k_locked), ("HKEYS", self.k_lockswap))
         locked = {}
         for y, text in texts.items():
             data = json.loads(text)
@@ -628,16 +605,7 @@ class RedisLedger:
 
     async def _proofs(self) -> list[tuple[str, str, str, Proof]]:
         """Every proof held or ever held: (mint, unit, state, proof)."""
-        client = self.db.client
-
-        async def read() -> list[Any]:
-            async with client.pipeline(transaction=True) as tx:
-                tx.hgetall(self.k_proofs)
-                tx.hgetall(self.k_state)
-                found: list[Any] = await tx.execute()
-            return found
-
-        texts, states = await self.db.call(read)
+        texts, states = await self.db.atomic(("HGETALL", self.k_proofs), ("HGETALL", self.k_state))
         found = []
         for y, text in texts.items():
             data = json.loads(text)
