@@ -277,12 +277,14 @@ def measure(
 
 
 PAID_ROUTE = {
-    "name": "stream",
-    "match": {"path_prefix": "/stream/"},
+    "name": "paid",
+    "match": {"path_prefix": "/paid"},
     "mode": "per_second",
     "price": 1,
     "grants": 86_400,
 }
+# The same price on a session route of envoy-sessions.yaml (and of deploy/nginx's map).
+SESSION_ROUTE = {**PAID_ROUTE, "name": "stream", "match": {"path_prefix": "/stream/"}}
 # Head-to-head pairs: (x, y) prints x/y. b/b2 is the control: two identical servers.
 PAIRS = (
     ("b", "b2"), ("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("bu", "b"),
@@ -312,7 +314,7 @@ async def main(args: argparse.Namespace) -> None:
                 "mints": [mint.url],
                 "log_level": "WARNING",
                 "event_loop": loop,
-                "routes": [PAID_ROUTE],
+                "routes": [SESSION_ROUTE],
             }
             if name == "paygress-http":
                 http_ports[name] = free_port()
@@ -451,8 +453,9 @@ def report(
         f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
         "once, servers sharing one core; median [min..max] of req/s x over y"
     )
-    for (x, y), ratios in h2h.items():
-        note = {
+    print_ratios(
+        h2h,
+        {
             ("b", "b2"): "control: two identical empty servers",
             ("c", "b"): "Paygress, free route, vs empty handler",
             ("d", "b"): "Paygress, cached paid, vs empty handler (target >= 0.9)",
@@ -464,20 +467,33 @@ def report(
             ("h", "b"): "an empty HTTP authz handler against an empty gRPC one",
             ("dh", "h"): "Paygress over HTTP against an empty HTTP handler: its own cost",
             ("dh", "d"): "Paygress cached paid: HTTP ext_authz against gRPC",
-        }[(x, y)]
+        },
+    )
+
+
+def print_ratios(
+    h2h: dict[tuple[str, str], list[float]], notes: dict[tuple[str, str], str]
+) -> None:
+    """Each pair's median ratio, its range, and what it says."""
+    for (x, y), ratios in h2h.items():
         print(
             f"   {x + '/' + y:6} {statistics.median(ratios):.3f} "
-            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {note}"
+            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {notes[(x, y)]}"
         )
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_arguments(parser: argparse.ArgumentParser) -> None:
+    """How long and how hard to load: alone (rounds) and head to head."""
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--h2h-seconds", type=int, default=4)
     parser.add_argument("--h2h-rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    load_arguments(parser)
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin processes to cores"
     )

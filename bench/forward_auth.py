@@ -19,7 +19,7 @@ core: the req/s ratio is the ratio of CPU cost per check; nb/nb2 is the method's
 Also counted: new TCP connections the proxy opened to the authz server per check (the empty
 handler counts them), at several client concurrencies.
 
-    .venv/bin/python -m bench.forward_auth [--seconds 6] [--rounds 3] [--h2h-seconds 4]
+    .venv/bin/python -m bench.forward_auth [--seconds 8] [--rounds 3] [--h2h-seconds 4]
                                            [--h2h-rounds 4]
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,15 @@ import httpx
 
 from bench.ext_authz import (
     MNEMONIC,
-    PAID_ROUTE,
+    SESSION_ROUTE,
     EmptyHttpAuthz,
     Result,
     Scenario,
     ensure_wrk,
+    load_arguments,
     measure,
     pin,
+    print_ratios,
     print_rounds,
 )
 from tests.peers.mint import NutshellMint
@@ -134,7 +135,7 @@ async def main(args: argparse.Namespace) -> None:
                 "mints": [mint.url],
                 "log_level": "WARNING",
                 "listen": {"http": f"{LOOPBACK}:{ports[name]}"},
-                "routes": [PAID_ROUTE],
+                "routes": [SESSION_ROUTE],
             }
             paygresses[name] = await PaygressProcess(config, MNEMONIC, work / name).start()
         proxies: dict[str, NginxProxy | TraefikProxy] = {}
@@ -261,11 +262,7 @@ def report(
         ("xd", "xb"): "Paygress vs the empty handler, no proxy: the authz core is the limit",
         ("xl", "xb"): "the low-level server vs the application, no proxy",
     }
-    for (x, y), ratios in h2h.items():
-        print(
-            f"   {x + '/' + y:7} {statistics.median(ratios):.3f} "
-            f"[{min(ratios):.3f}..{max(ratios):.3f}]  {notes[(x, y)]}"
-        )
+    print_ratios(h2h, notes)
     print("\n3. New connections to the authz server per check, by client connections")
     levels = sorted({c for _, c in reuse})
     print("   " + " ".join(f"{c:>8}" for c in ["proxy", *map(str, levels)]))
@@ -275,9 +272,5 @@ def report(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--h2h-seconds", type=int, default=4)
-    parser.add_argument("--h2h-rounds", type=int, default=4)
-    parser.add_argument("--connections", type=int, default=16)
+    load_arguments(parser)
     asyncio.run(main(parser.parse_args()))

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"paygress {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    _config_command(
+    serve = _config_command(
         sub,
         "serve",
         _serve,
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         "listen.tcp), the wallet admin on listen.admin_socket, forward-auth on listen.http, "
         "metrics on metrics.listen. SIGTERM drains and stops it.",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on this node (default: `workers` of the config, 1); more than "
+        "one needs the redis store",
+    )
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     _config_command(
         sub,
         "check-config",
@@ -244,7 +251,10 @@ def _serve(args: argparse.Namespace) -> int:
     from paygress.event_loop import EventLoopUnavailable, loop_factory
     from paygress.logs import setup_logging
     from paygress.server import StartupError, serve
+    from paygress.workers import Supervisor, worker_config
 
+    if args.workers is not None:
+        os.environ["PAYGRESS_WORKERS"] = str(args.workers)  # checked like the key; inherited
     try:
         config = load_config(args.config)
         mnemonic = load_mnemonic()
@@ -253,6 +263,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"paygress: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    if config.workers > 1 and args.worker is None:
+        argv = [sys.executable, "-m", "paygress.cli", "serve"]
+        argv += ["--config", args.config] if args.config else []
+        return asyncio.run(Supervisor(argv, config.workers).run())
+    if args.worker is not None:
+        config = worker_config(config, args.worker)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(config, mnemonic))
@@ -287,6 +303,17 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_line(config: Config) -> str:
+    """Where grants and the wallet live (never the Redis password: it is not in the config)."""
+    store = config.store
+    if store.backend == "redis":
+        return (
+            f"store: redis {store.url} (keys {store.prefix}:*; on outage: {store.on_outage}; "
+            f"up to {store.lease_requests} requests leased per grant)"
+        )
+    return f"store: sqlite {config.database_path} (one process)"
+
+
 def config_summary(config: Config, loop: str) -> list[str]:
     """What a config sets up, one line per fact, in the words of the README."""
     listen, payments = config.listen, config.payments
@@ -304,7 +331,9 @@ def config_summary(config: Config, loop: str) -> list[str]:
             else "off"
         ),
         f"metrics: {f'http://{config.metrics_listen}/metrics' if config.metrics_listen else 'off'}",
-        f"state_dir: {config.state_dir} (database {config.database_path})",
+        f"state_dir: {config.state_dir}",
+        _store_line(config),
+        f"workers: {config.workers} on this node",
         "dry run: "
         + (
             "ON: every request is let through; decisions are only recorded"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -83,6 +84,9 @@ ENV_OVERRIDES: dict[str, str] = {
     "PAYGRESS_API_KEY_HEADER": "free_clients.api_key_header",
     "PAYGRESS_NAMESPACE": "kubernetes.namespace",
     "PAYGRESS_KUBECONFIG": "kubernetes.kubeconfig",
+    "PAYGRESS_STORE_BACKEND": "store.backend",
+    "PAYGRESS_REDIS_URL": "store.url",
+    "PAYGRESS_WORKERS": "workers",
 }
 _LIST_OVERRIDES = frozenset({"mints"})
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -197,6 +201,31 @@ class FreeClientsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where grants and the wallet live: SQLite in `state_dir` (one process), or Redis shared by
+    every replica and worker of one seed. The Redis password comes from PAYGRESS_REDIS_PASSWORD
+    or PAYGRESS_REDIS_PASSWORD_FILE, never from this file."""
+
+    backend: str = setting("sqlite", lambda v, w: _choice(v, w, ("sqlite", "redis")))
+    url: str | None = setting(None, _optional(lambda v, w: _redis_url(v, w)))
+    # Keys are "{prefix}:…": one Redis Cluster hash slot per gateway; one prefix per seed.
+    prefix: str = setting("paygress", lambda v, w: _str(v, w))
+    timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
+    tls_ca_file: str | None = setting(None, _optional(lambda v, w: _str(v, w)))
+    tls_cert_file: str | None = setting(None, _optional(lambda v, w: _str(v, w)))
+    tls_key_file: str | None = setting(None, _optional(lambda v, w: _str(v, w)))
+    # Refuse a Redis that may lose answered writes (appendonly, appendfsync always, noeviction).
+    check_persistence: bool = setting(True, lambda v, w: _bool(v, w))
+    # What cached grants do while the store cannot be reached: closed (503) or cached.
+    on_outage: str = setting("closed", lambda v, w: _choice(v, w, ("closed", "cached")))
+    # The most requests of a per_request grant one process leases at once: what a process that
+    # dies can cost a payer, per grant.
+    lease_requests: int = setting(
+        _gate_default("lease_max_requests"), _at_least(lambda v, w, m: _int(v, w, m), 1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class KubernetesConfig:
     """Where and how pods for payment are made (used when a route names a tier)."""
 
@@ -234,6 +263,10 @@ class Config:
     metrics: MetricsConfig = section(MetricsConfig)
     dry_run: bool = setting(False, lambda v, w: _bool(v, w))
     kubernetes: KubernetesConfig = section(KubernetesConfig)
+    store: StoreConfig = section(StoreConfig)
+    # Worker processes on this node (each its own socket, one shared TCP/HTTP port); more than
+    # one needs the Redis store.
+    workers: int = setting(1, _at_least(lambda v, w, m: _int(v, w, m), 1))
 
     @property
     def database_path(self) -> Path:
@@ -293,6 +326,12 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     """Validates a config mapping (with `env` overrides merged in); every error names the key
     that is wrong, or the variable it came from."""
     secrets = _SECRET_KEYS & set(raw)
+    store_raw = raw.get("store")
+    if isinstance(store_raw, dict) and "password" in store_raw:
+        raise ConfigError(
+            "store.password: secrets do not belong in the config file; "
+            "set PAYGRESS_REDIS_PASSWORD or PAYGRESS_REDIS_PASSWORD_FILE instead"
+        )
     if secrets:
         raise ConfigError(
             f"{sorted(secrets)[0]}: secrets do not belong in the config file; "
@@ -316,6 +355,13 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if routes and not config.mints:
         raise ConfigError(f"{where('mints')}: priced routes need at least one accepted mint")
     _check_free_routes(config.free_clients.clients, {r.name: r for r in routes})
+    if config.store.backend == "redis" and not config.store.url:
+        raise ConfigError(f"{where('store.url')}: the redis backend needs a URL")
+    if config.workers > 1 and config.store.backend != "redis":
+        raise ConfigError(
+            f"{where('workers')}: several worker processes share grants and the wallet through "
+            "the redis store (store.backend: redis)"
+        )
     return replace(config, routes=routes)
 
 
@@ -462,6 +508,21 @@ def load_mnemonic(env: Mapping[str, str] | None = None) -> str:
         "no wallet mnemonic: set PAYGRESS_MNEMONIC or PAYGRESS_MNEMONIC_FILE "
         "(create one with `paygress mnemonic`)"
     )
+
+
+def load_store_password(env: Mapping[str, str] | None = None) -> str | None:
+    """The Redis password from PAYGRESS_REDIS_PASSWORD or the file PAYGRESS_REDIS_PASSWORD_FILE
+    names (e.g. a mounted Secret); None when neither is set."""
+    env = os.environ if env is None else env
+    if env.get("PAYGRESS_REDIS_PASSWORD"):
+        return env["PAYGRESS_REDIS_PASSWORD"]
+    path = env.get("PAYGRESS_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"PAYGRESS_REDIS_PASSWORD_FILE {path}: {exc.strerror}") from exc
+    return None
 
 
 def _tier(raw: Any, index: int) -> Tier:
@@ -719,6 +780,21 @@ def _tcp(value: Any, where: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{where}: must be host:port, e.g. 127.0.0.1:9001 (port 0: any free)")
+    return text
+
+
+def _redis_url(value: Any, where: str) -> str:
+    text = _str(value, where)
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"{where}: must be redis://host:port/db, rediss://… (TLS) or unix:///path.sock"
+        )
+    if parts.password:
+        raise ConfigError(
+            f"{where}: no password in the URL; set PAYGRESS_REDIS_PASSWORD or "
+            "PAYGRESS_REDIS_PASSWORD_FILE"
+        )
     return text
 
 

@@ -229,9 +229,12 @@ def _cashu(headers: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
     return {k: v for k, v in headers if k in ("x-cashu", "retry-after")}
 
 
-async def start_site(app: web.Application | Handler, address: str) -> tuple[web.BaseRunner, int]:
+async def start_site(
+    app: web.Application | Handler, address: str, *, reuse_port: bool = False
+) -> tuple[web.BaseRunner, int]:
     """Serves `app` (an application, or one handler on aiohttp's low-level server) on
-    host:port (port 0 picks one); returns the runner and the bound port."""
+    host:port (port 0 picks one); returns the runner and the bound port. With `reuse_port`,
+    several processes share the port (SO_REUSEPORT)."""
     host, _, port = address.rpartition(":")
     # aiohttp refuses header lines over 8190 bytes with a bare 400: a token near
     # limits.max_token_bytes would never reach the gate, and a larger one would not get its
@@ -247,7 +250,9 @@ async def start_site(app: web.Application | Handler, address: str) -> tuple[web.
         )
         runner = web.ServerRunner(server)
     await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+    site = web.TCPSite(
+        runner, host.strip("[]"), int(port), reuse_address=True, reuse_port=reuse_port or None
+    )
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else int(port)
     return runner, int(bound)

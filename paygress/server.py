@@ -34,16 +34,19 @@ from grpc_reflection.v1alpha import reflection
 from paygress import admin, grpc_adapter
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.nut13 import Seed
-from paygress.config import Config
+from paygress.config import Config, load_store_password
 from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
+from paygress.core.ports import StoreUnavailable
 from paygress.core.session_access import SessionAccess, SessionSettings
 from paygress.event_loop import running_loop_name
 from paygress.http_adapter import ForwardAuth, Handler, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
 from paygress.sessions import SessionSigner
+from paygress.store.redis import RedisStore
+from paygress.store.redis_db import Connection
 from paygress.store.sqlite import SqliteStore
 from paygress.v1 import admin_pb2
 from paygress.wallet import OperatorWallet
@@ -54,6 +57,39 @@ log = logging.getLogger("paygress.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["WalletAdmin"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+Store = SqliteStore | RedisStore
+
+
+def open_store(config: Config) -> Store:
+    """The configured store, not yet opened: SQLite in `state_dir`, or the shared Redis."""
+    if config.store.backend == "sqlite":
+        return SqliteStore(config.database_path)
+    settings = config.store
+    assert settings.url is not None
+    return RedisStore(
+        Connection(
+            settings.url,
+            prefix=settings.prefix,
+            password=load_store_password(),
+            timeout=settings.timeout_seconds,
+            tls_ca_file=settings.tls_ca_file,
+            tls_cert_file=settings.tls_cert_file,
+            tls_key_file=settings.tls_key_file,
+        ),
+        check_persistence=settings.check_persistence,
+        # A live process gives its leases back at every flush; one silent for three flushes
+        # (or 5 s) is not waited for.
+        lease_seconds=max(5.0, 3 * config.flush_interval_seconds),
+        claim_seconds=claim_seconds(config),
+    )
+
+
+def claim_seconds(config: Config) -> float:
+    """How long a swap record stays claimed by the process that sends or finds it out: its
+    calls to the mint (state, restore, swap) each end within `mint_timeout_seconds`."""
+    return max(5.0, 4 * config.mint_timeout_seconds)
 
 
 def seed_id(mnemonic: str) -> str:
@@ -101,12 +137,12 @@ class Running:
         config: Config,
         gate: Gate,
         wallet: OperatorWallet,
-        store: SqliteStore,
+        store: Store,
         metrics: PrometheusMetrics,
         health: HealthServicer,
         servers: list[grpc.aio.Server],
         socket_path: Path,
-        admin_socket_path: Path,
+        admin_socket_path: Path | None,
         tcp_port: int | None,
         http_port: int | None,
         metrics_port: int | None,
@@ -194,7 +230,7 @@ async def start(config: Config, mnemonic: str) -> Running:
         "serving",
         extra={
             "socket": str(running.socket_path),
-            "admin_socket": str(running.admin_socket_path),
+            "admin_socket": running.admin_socket_path and str(running.admin_socket_path),
             "tcp_port": running.tcp_port,
             "http_port": running.http_port,
             "metrics_port": running.metrics_port,
@@ -202,6 +238,7 @@ async def start(config: Config, mnemonic: str) -> Running:
             "event_loop": running_loop_name(),
             "routes": len(config.routes),
             "mints": list(config.mints),
+            "store": config.store.backend,
             "grants_loaded": len(running.gate.book),
         },
     )
@@ -215,7 +252,7 @@ async def _assemble(
     exists. The stack unwinds last-in first-out, so the build order is the reverse of the
     teardown order: servers stop first, then the background tasks, then the gate drains and
     flushes, then pods, wallet and store close."""
-    store = SqliteStore(config.database_path)
+    store = open_store(config)
     resources.push_async_callback(store.close)
     await store.open(seed_id(mnemonic))
     metrics = PrometheusMetrics()
@@ -254,7 +291,7 @@ async def _assemble(
 def _wallet(
     config: Config,
     seed: Seed,
-    store: SqliteStore,
+    store: Store,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
 ) -> OperatorWallet:
@@ -274,6 +311,7 @@ def _wallet(
         client_factory=mint_client,
         require_dleq=config.payments.require_dleq,
         keyset_refresh_seconds=config.payments.keyset_refresh_seconds,
+        claim_seconds=claim_seconds(config),
         offline=OfflineSettings(
             accept_locked=offline.accept_locked,
             locktime_margin_seconds=offline.locktime_margin_seconds,
@@ -307,7 +345,7 @@ def _wallet(
 async def _gate(
     config: Config,
     wallet: OperatorWallet,
-    store: SqliteStore,
+    store: Store,
     pod_access: PodAccess | None,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
@@ -329,6 +367,9 @@ async def _gate(
             payment_timeout_seconds=payments.timeout_seconds,
             refusals_max=payments.refusals_max,
             refusals_seconds=payments.refusals_seconds,
+            lease_max_requests=config.store.lease_requests,
+            on_store_outage=config.store.on_outage,
+            refresh_seconds=config.flush_interval_seconds,
         ),
         wallet,
         store.grants,
@@ -352,6 +393,11 @@ async def _gate(
         "paygress_grants_live", "Grants with something left, in memory.", gate.book.__len__
     )
     metrics.gauge(
+        "paygress_store_available",
+        "1 while the grant store and ledger can be reached (as calls and probes find).",
+        lambda: float(store.grants.available),
+    )
+    metrics.gauge(
         "paygress_refusals_remembered",
         "Tokens and proofs refused for good, remembered so that replays cost no mint call.",
         gate.refusals.__len__,
@@ -371,7 +417,7 @@ class Listening:
     health: HealthServicer
     servers: list[grpc.aio.Server]
     socket_path: Path
-    admin_socket_path: Path
+    admin_socket_path: Path | None
     tcp_port: int | None
     http_port: int | None
     metrics_port: int | None
@@ -400,15 +446,21 @@ async def _listen(
         grace,
         socket_mode=config.listen.socket_mode,
     )
-    admin_socket_path = Path(config.listen.admin_socket)
-    admin_server, _ = await _grpc_server(
-        resources,
-        [_admin(wallet), _health(health)],
-        f"unix:{admin_socket_path}",
-        grace,
-        socket_mode=config.listen.admin_socket_mode,
-    )
-    servers = [unix, admin_server]
+    servers = [unix]
+    admin_socket_path: Path | None = None
+    if config.listen.admin_socket:  # every process but workers 1..N-1 (paygress/workers.py)
+        admin_socket_path = Path(config.listen.admin_socket)
+        admin_server, _ = await _grpc_server(
+            resources,
+            [_admin(wallet), _health(health)],
+            f"unix:{admin_socket_path}",
+            grace,
+            socket_mode=config.listen.admin_socket_mode,
+        )
+        servers.append(admin_server)
+    # Worker processes share the TCP and forward-auth ports (SO_REUSEPORT: gRPC sets it
+    # itself; aiohttp is told).
+    shared = config.workers > 1
     tcp_port: int | None = None
     if config.listen.tcp:
         tcp, tcp_port = await _grpc_server(resources, proxy_services, config.listen.tcp, grace)
@@ -416,7 +468,9 @@ async def _listen(
     http_port = metrics_port = None
     if config.listen.http:
         forward_auth = ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops)
-        http_port = await _http_site(resources, forward_auth.handle, config.listen.http)
+        http_port = await _http_site(
+            resources, forward_auth.handle, config.listen.http, reuse_port=shared
+        )
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
     return Listening(
@@ -428,7 +482,7 @@ async def _pods(
     config: Config,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
-    store: SqliteStore,
+    store: Store,
     seed: Seed,
     sessions: SessionAccess | None = None,
 ) -> tuple[KubePods | None, PodAccess | None]:
@@ -541,9 +595,13 @@ async def _grpc_server(
 
 
 async def _http_site(
-    resources: contextlib.AsyncExitStack, app: web.Application | Handler, address: str
+    resources: contextlib.AsyncExitStack,
+    app: web.Application | Handler,
+    address: str,
+    *,
+    reuse_port: bool = False,
 ) -> int:
-    runner, port = await start_site(app, address)
+    runner, port = await start_site(app, address, reuse_port=reuse_port)
     resources.push_async_callback(runner.cleanup)
     return port
 
@@ -596,6 +654,8 @@ async def _flush_forever(gate: Gate, interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await gate.flush()
+        except StoreUnavailable:
+            log.warning("the store cannot be reached: leases are given back at a later flush")
         except Exception:
             log.exception("could not persist grant usage; will retry")
 

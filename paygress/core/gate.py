@@ -18,6 +18,7 @@ from paygress.core.fees import asked_amount
 from paygress.core.free_clients import FREE_CLIENT_HEADER, FreeClient
 from paygress.core.grants import GrantBook
 from paygress.core.hosts import BadHost
+from paygress.core.leases import Leases
 from paygress.core.model import Allow, Answer, Decision, Grant, HttpRequest, Received
 from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
 from paygress.core.pod_access import ORIGINAL_DST, POD_HEADER, PodAccess, TopUp
@@ -28,6 +29,7 @@ from paygress.core.ports import (
     PaymentRejected,
     RedeemError,
     SettledMeanwhile,
+    StoreUnavailable,
     TryAgainLater,
     Wallet,
 )
@@ -73,6 +75,16 @@ class GateSettings:
     # Tokens refused for good are refused again from memory: how many, for how long.
     refusals_max: int = 10_000
     refusals_seconds: float = 600.0
+    # The most requests of a per_request grant this process leases from the store at once
+    # (what a process that dies holding them can cost a payer, per grant).
+    lease_max_requests: int = 32
+    # What cached grants do while the store cannot be reached: "closed" answers every paid
+    # request 503; "cached" serves time grants to their known end and per_request grants from
+    # the requests this process already holds (never more than was paid).
+    on_store_outage: str = "closed"
+    # A pod grant that looks over is read again from the store (a top-up by another process
+    # may have moved its end) at most this often.
+    refresh_seconds: float = 1.0
 
 
 # What a refused token gets again from memory: status, reason, message.
@@ -119,6 +131,13 @@ class Gate:
         self.refusals: Refusals[Refusal] = Refusals(
             settings.refusals_max, settings.refusals_seconds, clock
         )
+        self.leases = Leases(
+            store,
+            max_block=settings.lease_max_requests,
+            wait_seconds=settings.payment_timeout_seconds,
+        )
+        self._fail_closed = settings.on_store_outage == "closed"
+        self._refreshed: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[Grant]] = {}
         self._allowed = frozenset(settings.mints)
         free = pricing.free_clients
@@ -129,6 +148,13 @@ class Gate:
         self._denials: dict[tuple[RouteRule, int, str, str, int], Answer] = {}
         self._later: dict[tuple[int, str, str, int], Answer] = {}
         self._time_allows: dict[tuple[str, float, tuple[str, ...]], Allow] = {}
+        self._store_down = deny(
+            503,
+            "store_unavailable",
+            "store_unavailable",
+            StoreUnavailable().message,
+            extra_headers=(("retry-after", str(settings.retry_after_seconds)),),
+        )
         self._internal_error = deny(
             503,
             "internal_error",
@@ -143,16 +169,21 @@ class Gate:
             self.book.add(grant)
 
     async def flush(self) -> int:
-        """Writes counted usage to the store and forgets used-up grants; returns rows written."""
+        """Gives back this process's leases, writes moved ends of time grants, and forgets
+        used-up grants; returns how many ends were written."""
         dirty = self.book.take_dirty()
-        if dirty:
-            try:
-                await self.store.save_usage(dirty)
-            except BaseException:
-                for grant in dirty:
-                    self.book.mark_dirty(grant)
-                raise
-        self.book.evict_unusable(self.clock())
+        try:
+            await self.leases.flush()
+        finally:
+            if dirty:
+                try:
+                    await self.store.save_expiry(dirty)
+                except BaseException:
+                    for grant in dirty:
+                        self.book.mark_dirty(grant)
+                    raise
+        for gone in self.book.evict_unusable(self.clock(), keep=self.leases.holds):
+            self.leases.forget(gone)
         return len(dirty)
 
     async def drain(self, within: float) -> None:
@@ -260,13 +291,44 @@ class Gate:
             grant = found
         else:
             self.metrics.redeem_cache(True)
-        if grant.mode is Mode.POD and grant.route == rule.name and grant.usable(self.clock()):
-            assert self.pods is not None
-            decision = await self.pods.use(grant, rule, headers)
-            if isinstance(decision, Allow):
-                return _also_removing(decision, self._removals(headers, spoofed))
-            return decision
+        if self._fail_closed and not self.store.available:
+            return self._store_down
+        if grant.route == rule.name:
+            if grant.mode is Mode.PER_REQUEST:
+                try:
+                    if self.leases.take(grant) or await self.leases.refill(grant):
+                        return self._paid_request(grant, headers, spoofed)
+                except TryAgainLater as exc:
+                    return self._try_later(exc)
+            elif grant.mode is Mode.POD:
+                if not grant.usable(self.clock()):
+                    await self._refresh(grant)
+                if grant.usable(self.clock()):
+                    assert self.pods is not None
+                    decision = await self.pods.use(grant, rule, headers)
+                    if isinstance(decision, Allow):
+                        return _also_removing(decision, self._removals(headers, spoofed))
+                    return decision
         return self._use(grant, rule, headers, spoofed)
+
+    async def _refresh(self, grant: Grant) -> None:
+        """A pod grant that looks over may have been topped up by another process: its end
+        is read again from the store, at most once per `refresh_seconds`."""
+        now = self.clock()
+        if now - self._refreshed.get(grant.id, 0.0) < self.settings.refresh_seconds:
+            return
+        if len(self._refreshed) >= 10_000:
+            self._refreshed.clear()
+        self._refreshed[grant.id] = now
+        try:
+            stored = await self.store.get_grant(grant.id)
+            ends = [stored.expires_at] if stored else []
+            if grant.pod:
+                ends += [g.expires_at for g in await self.store.grants_of_pod(grant.pod)]
+        except StoreUnavailable:
+            return
+        if ends and max(ends) > grant.expires_at:
+            grant.expires_at = max(ends)
 
     def _spoofed(self, headers: Mapping[str, str]) -> tuple[str, ...]:
         """Forged trusted headers, their aliases and the free-client key: usually none."""
@@ -294,22 +356,14 @@ class Gate:
                 "wrong_route",
                 f"This token paid for route {grant.route!r}, not {rule.name!r}.",
             )
-        if not grant.usable(now):
+        # A per_request grant reaches here only when its leases have nothing left.
+        if grant.mode is Mode.PER_REQUEST or not grant.usable(now):
             reason = "exhausted" if grant.mode is Mode.PER_REQUEST else "expired"
             return self._ask_payment(
                 rule, 402, reason, f"The token's payment is used up ({reason})."
             )
-        remove: tuple[str, ...] = ("x-cashu",) if "x-cashu" in headers else ()
-        if "authorization" in headers and _authorization_token(headers["authorization"]):
-            remove += ("authorization",)
-        per_request = grant.mode is Mode.PER_REQUEST
-        left_header = "x-paygress-remaining" if per_request else "x-paygress-expires"
-        if spoofed:  # forged copies of the headers set below are simply overwritten
-            remove += tuple(h for h in spoofed if h not in _PAID_HEADERS and h != left_header)
-        if per_request:
-            grant.requests_left -= 1
-            self.book.mark_dirty(grant)
-            return _paid(grant, (left_header, str(grant.requests_left)), remove)
+        left_header = "x-paygress-expires"
+        remove = _removed(headers, spoofed, left_header)
         # A time grant answers the same until it is topped up: build that answer once.
         key = (grant.id, grant.expires_at, remove)
         allow = self._time_allows.get(key)
@@ -354,6 +408,13 @@ class Gate:
             allow = replace(allow, upstream_headers=(dst, *allow.upstream_headers))
         return allow
 
+    def _paid_request(
+        self, grant: Grant, headers: Mapping[str, str], spoofed: tuple[str, ...]
+    ) -> Allow:
+        """The allow of a request taken from a per_request grant."""
+        left = ("x-paygress-remaining", str(grant.requests_left))
+        return _paid(grant, left, _removed(headers, spoofed, left[0]))
+
     async def _grant_for(
         self, raw: str, key: bytes, rule: RouteRule, request: HttpRequest
     ) -> Grant | Answer:
@@ -392,6 +453,8 @@ class Gate:
             self.refusals.add(key, refused)
             return self._ask_payment(rule, *refused)
         task = self._inflight.get(fp)
+        if task is None and not self.store.available:
+            return self._store_down  # a swap must not start that could not be recorded
         if task is None:
             # The redemption runs as its own task: a client that goes away (Envoy timeout,
             # cancelled RPC) must not cancel a swap whose proofs are not yet persisted.
@@ -415,7 +478,9 @@ class Gate:
             return self._ask_payment(rule, exc.status, exc.reason, exc.message)
         except TryAgainLater as exc:
             return self._try_later(exc)
-        if grant.usable(self.clock()):
+        if grant.mode is Mode.PER_REQUEST or grant.usable(self.clock()):
+            # A per_request grant's pool may be empty while other processes hold some of
+            # it: its leases decide.
             grant = self.book.add(grant, key)
         return grant
 
@@ -425,7 +490,10 @@ class Gate:
         key = (exc.status, exc.reason, exc.message, retry_after)
         answer = self._later.get(key)
         if answer is None:
-            error = "rate_limited" if exc.status == 429 else "mint_unavailable"
+            if exc.status == 429:
+                error = "rate_limited"
+            else:
+                error = exc.reason if isinstance(exc, StoreUnavailable) else "mint_unavailable"
             answer = deny(
                 exc.status,
                 error,
@@ -679,3 +747,16 @@ def _authorization_token(value: str) -> str | None:
     if scheme == "bearer" and rest.startswith("cashu"):
         return rest
     return None
+
+
+def _removed(
+    headers: Mapping[str, str], spoofed: tuple[str, ...], left_header: str
+) -> tuple[str, ...]:
+    """Headers a paid request loses: the token, and forged copies of paid headers that are not
+    overwritten anyway."""
+    remove: tuple[str, ...] = ("x-cashu",) if "x-cashu" in headers else ()
+    if "authorization" in headers and _authorization_token(headers["authorization"]):
+        remove += ("authorization",)
+    if spoofed:  # forged copies of the headers set below are simply overwritten
+        remove += tuple(h for h in spoofed if h not in _PAID_HEADERS and h != left_header)
+    return remove

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from paygress.core.model import Grant
 
 
 class GrantBook:
-    """Live grants. Usage is counted here and written behind to the store by `take_dirty`."""
+    """Live grants. Per_request usage is counted by the leases (paygress/core/leases.py); the
+    ends of time grants moved by top-ups are written behind to the store (`take_dirty`)."""
 
     def __init__(self) -> None:
         self._by_token: dict[bytes, Grant] = {}
@@ -32,7 +35,7 @@ class GrantBook:
         return grant
 
     def mark_dirty(self, grant: Grant) -> None:
-        """Its usage changed: written to the store at the next `take_dirty`."""
+        """A time grant's end moved (a top-up): it is written at the next flush."""
         self._dirty[grant.id] = grant
 
     def take_dirty(self) -> list[Grant]:
@@ -40,11 +43,16 @@ class GrantBook:
         self._dirty.clear()
         return dirty
 
-    def evict_unusable(self, now: float) -> int:
-        """Forgets grants that are used up (the store still has them); returns how many."""
-        gone = [g for g in self._by_id.values() if not g.usable(now) and g.id not in self._dirty]
+    def evict_unusable(self, now: float, keep: Callable[[str], bool]) -> list[str]:
+        """Forgets grants that are used up (the store still has them) unless `keep(id)`;
+        returns their ids."""
+        gone = [
+            g
+            for g in self._by_id.values()
+            if not g.usable(now) and g.id not in self._dirty and not keep(g.id)
+        ]
         for grant in gone:
             del self._by_id[grant.id]
             for key in self._keys.pop(grant.id, ()):
                 self._by_token.pop(key, None)
-        return len(gone)
+        return [g.id for g in gone]

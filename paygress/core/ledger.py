@@ -14,12 +14,16 @@ next) implements it. The invariants it keeps are the wallet's money invariants:
    returns counters to the free set.
 3. A swap record is deleted only once its outcome is known: `settle_swap` (signed, proofs
    stored) or `abandon_swap` (definitively not signed, or signed for someone else's inputs).
+4. One process at a time sends or finds out a record: `begin_swap` creates it claimed by its
+   creator, `claim_swap` lets another process take it over only once that claim has expired
+   (and then as unknown: the claimer may have sent it). So several processes sharing one
+   ledger never send the same token's swap twice, and one that dies mid-swap is covered.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +40,21 @@ RESTORE_GAP_COUNTERS = 1024
 class CountersBusy(Exception):
     """Open swap records hold RESTORE_GAP_COUNTERS counters: no more may be reserved until
     some settle. Expected under a burst; the caller waits a little or answers 503."""
+
+
+class SwapExists(Exception):
+    """`begin_swap` found a record with this id (another process or path is swapping the same
+    token): resolve that record instead of starting another swap."""
+
+
+class SwapClaimed(Exception):
+    """Another process holds a live claim on this record (it is sending it or finding it out
+    now): wait for its outcome rather than sending the swap a second time."""
+
+
+class ProofsTaken(Exception):
+    """Some of the proofs chosen for a withdrawal are no longer unspent (a withdrawal by
+    another process took them first): nothing was changed; choose again."""
 
 
 class SwapKind(enum.StrEnum):
@@ -100,6 +119,20 @@ class LockedProof:
     accepted_at: float
 
 
+def whole_tokens(queued: Iterable[LockedProof], limit: int) -> list[LockedProof]:
+    """The first tokens of `queued` (in its order) whose proofs together fit `limit`; at least
+    one token, however many proofs it has (a token's proofs are swapped together)."""
+    tokens: dict[str, list[LockedProof]] = {}
+    for locked in queued:
+        tokens.setdefault(locked.fingerprint, []).append(locked)
+    batch: list[LockedProof] = []
+    for token in tokens.values():
+        if batch and len(batch) + len(token) > limit:
+            break
+        batch += token
+    return batch
+
+
 class ProofsKnown(Exception):
     """A proof offered for offline acceptance is held already (queued, being swapped, or ours):
     the token, or part of it, was used here before."""
@@ -121,8 +154,16 @@ class Ledger(Protocol):
 
     async def begin_swap(self, swap: NewSwap) -> SwapRecord:
         """Reserves `len(swap.amounts)` counters of the keyset (lowest free first) and writes
-        the record, in one transaction; a withdrawal's inputs become reserved. Raises
-        CountersBusy when open records already hold RESTORE_GAP_COUNTERS counters."""
+        the record, claimed by this process, in one transaction; a withdrawal's inputs become
+        reserved. Raises CountersBusy when open records already hold RESTORE_GAP_COUNTERS
+        counters, SwapExists when a record with this id is open, ProofsTaken when a
+        withdrawal's inputs are not all unspent."""
+        ...
+
+    async def claim_swap(self, swap_id: str, seconds: float) -> SwapRecord | None:
+        """Claims an open record for this process for `seconds` (renewing its own claim); a
+        record whose claim by another process expired is taken over as unknown. None when the
+        record is gone; raises SwapClaimed while another process's claim is live."""
         ...
 
     async def mark_unknown(self, swap_id: str) -> None:
@@ -174,7 +215,8 @@ class Ledger(Protocol):
     async def mark_withdrawn(
         self, withdrawal_id: str, mint: str, unit: str, proofs: Sequence[Proof]
     ) -> None:
-        """Proofs handed out as they are: pending until the mint sees them spent."""
+        """Proofs handed out as they are: pending until the mint sees them spent. Raises
+        ProofsTaken (and changes nothing) unless every one is unspent."""
         ...
 
     async def pending_withdrawn(self) -> list[tuple[str, str, Proof]]:
@@ -200,10 +242,11 @@ class Ledger(Protocol):
         *,
         max_queue: int,
     ) -> None:
-        """Queues the proofs and writes the grant they pay for, in one transaction. Raises
-        ProofsKnown if any proof is held already, or was ever swapped by us (the inputs of
-        settled redemptions are remembered for this), QueueFull beyond `max_queue` queued
-        proofs."""
+        """Queues the proofs and writes the grant they pay for, in one transaction; done again
+        (every proof queued under this fingerprint already: another process accepted the same
+        token meanwhile) it changes nothing. Raises ProofsKnown if any proof is held already, or
+        was ever swapped by us (the inputs of settled redemptions are remembered for this),
+        QueueFull beyond `max_queue` queued proofs."""
         ...
 
     async def locked_queue(self, limit: int) -> list[LockedProof]:

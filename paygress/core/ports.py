@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,14 +110,62 @@ class Wallet(Protocol):
         ...
 
 
+class StoreUnavailable(TryAgainLater):
+    """The grant store (or the wallet's ledger) cannot be reached now: 503 + Retry-After.
+    Expected during an outage of a shared store; nothing was decided, nothing is lost."""
+
+    def __init__(
+        self, message: str = "The payment store cannot be reached right now; try again shortly."
+    ) -> None:
+        super().__init__("store_unavailable", message)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What `GrantStore.lease` found: `held` requests of the grant are held by this process
+    (all it holds, as the store records it), `pool` are held by nobody, and `elsewhere` says
+    whether other live processes hold some (which they give back at their next flush)."""
+
+    held: int
+    pool: int
+    elsewhere: bool
+
+
 class GrantStore(Protocol):
-    """Durable grants (the redeem cache)."""
+    """Durable grants (the redeem cache), shared by every process that serves one seed.
+
+    A per_request grant is counted exactly across processes with leases: a process takes a
+    block of the grant's requests (`lease`), serves it from memory, and gives back what it did
+    not use (`give_back`) at every flush and at shutdown. A stored grant's `requests_left` is
+    the pool that no process holds. A process that dies holding a lease forfeits its unused
+    part: a payer can lose at most one block per grant and per process that died, never gain.
+    """
+
+    @property
+    def available(self) -> bool:
+        """False while the store cannot be reached (as its last calls and probes found)."""
+        ...
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
-    async def load_active_grants(self, now: float) -> list[Grant]: ...
+    async def load_active_grants(self, now: float) -> list[Grant]:
+        """Time grants not yet expired and per_request grants with a pool left."""
+        ...
 
-    async def save_usage(self, grants: Sequence[Grant]) -> None: ...
+    async def lease(self, grant_id: str, want: int) -> Lease:
+        """Moves up to `want` requests of a per_request grant from its pool to this process,
+        atomically. Raises StoreUnavailable."""
+        ...
+
+    async def give_back(self, used: Mapping[str, int]) -> None:
+        """Ends this process's leases of these grants: of what it held, all but `used[id]`
+        requests go back to the pool. Idempotent (a lease ended once is not ended twice).
+        Raises StoreUnavailable."""
+        ...
+
+    async def save_expiry(self, grants: Sequence[Grant]) -> None:
+        """Writes the ends of time grants (a top-up moved them); an end never moves back."""
+        ...
 
     async def grants_of_pod(self, pod: str) -> list[Grant]: ...
 

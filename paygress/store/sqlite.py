@@ -29,6 +29,7 @@ class SqliteStore:
     async def open(self, seed_id: str) -> None:
         await self.db.open(seed_id)
         await self.ledger.after_restart()
+        await self.grants.forfeit_leases()
 
     async def close(self) -> None:
         await self.db.close()

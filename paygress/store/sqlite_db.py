@@ -23,7 +23,7 @@ from paygress.core.ledger import LedgerError
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (keyset_id TEXT PRIMARY KEY, next INTEGER NOT NULL);
@@ -90,6 +90,12 @@ CREATE TABLE IF NOT EXISTS received_inputs (
     swap_id TEXT NOT NULL,
     received_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    grant_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    PRIMARY KEY (grant_id, holder)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS withdrawals (
     id TEXT PRIMARY KEY,
     mint TEXT NOT NULL,
@@ -101,6 +107,7 @@ CREATE TABLE IF NOT EXISTS withdrawals (
 );
 """
 
+# Schema 3 adds `leases` (what a process holds of a per_request grant); 2 -> 3 is SCHEMA alone.
 # Schema 1 (Paygress 0.1): proofs without the 'reserved' state; swap records with a counter
 # range and no inputs. Its records can still be settled by restore (NUT-09), not sent again.
 MIGRATE_1_TO_2 = """

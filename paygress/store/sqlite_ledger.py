@@ -7,6 +7,8 @@ The money invariants it keeps are stated in paygress/core/ledger.py; here is how
   is settled or abandoned.
 - Only `abandon_swap(release_counters=True)` puts counters into `free_counters`.
 - `open()` marks every record left by an earlier process as unknown: it may have been sent.
+- One process serves a database, so a record is never claimed by another: `claim_swap` is
+  `swap_record` (the wallet's in-process locks keep one send per record).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from paygress.core.ledger import (
     LockedProof,
     NewSwap,
     ProofsKnown,
+    ProofsTaken,
     QueueFull,
+    SwapExists,
     SwapKind,
     SwapRecord,
+    whole_tokens,
 )
 from paygress.core.model import Grant
 from paygress.store.codec import (
@@ -57,6 +62,9 @@ class SqliteLedger:
 
     async def begin_swap(self, swap: NewSwap) -> SwapRecord:
         return await self.db.run(self._begin_swap, swap, time.time())
+
+    async def claim_swap(self, swap_id: str, seconds: float) -> SwapRecord | None:
+        return await self.db.run(self._swap_record, swap_id)
 
     async def mark_unknown(self, swap_id: str) -> None:
         await self.db.run(self._mark_unknown, swap_id)
@@ -135,6 +143,8 @@ class SqliteLedger:
 
     def _begin_swap(self, swap: NewSwap, now: float) -> SwapRecord:
         with self.db.tx() as tx:
+            if tx.execute("SELECT 1 FROM swaps WHERE id = ?", (swap.id,)).fetchone():
+                raise SwapExists(swap.id)
             held = tx.execute(
                 "SELECT COALESCE(SUM(json_array_length(counters)), 0) FROM swaps"
             ).fetchone()[0]
@@ -169,10 +179,7 @@ class SqliteLedger:
                 ),
             )
             if record.kind is SwapKind.WITHDRAW:
-                tx.executemany(
-                    "UPDATE proofs SET state = 'reserved' WHERE y = ? AND state = 'unspent'",
-                    [(p.y(),) for p in record.inputs],
-                )
+                _take_unspent(tx, "reserved", None, record.inputs)
             if record.kind is SwapKind.SETTLE:
                 for proof in record.inputs:
                     taken = tx.execute(
@@ -332,6 +339,12 @@ class SqliteLedger:
         now = time.time()
         ys = [p.y() for p in proofs]
         with self.db.tx() as tx:
+            mine = tx.execute(
+                "SELECT COUNT(*) FROM locked_proofs WHERE fingerprint = ? AND state != 'lost'",
+                (fingerprint,),
+            ).fetchone()[0]
+            if mine == len(ys):
+                return  # accepted before: done again
             for y in ys:
                 held = tx.execute(
                     "SELECT 1 FROM locked_proofs WHERE y = ? UNION ALL"
@@ -362,16 +375,13 @@ class SqliteLedger:
                 "SELECT fingerprint, mint, unit, proof, accepted_at FROM locked_proofs"
                 " WHERE state = 'queued' ORDER BY accepted_at, fingerprint, y"
             ).fetchall()
-        tokens: dict[str, list[LockedProof]] = {}
-        for fp, mint, unit, proof, accepted in rows:
-            locked = LockedProof(proof_from_dict(json.loads(proof)), mint, unit, fp, accepted)
-            tokens.setdefault(fp, []).append(locked)
-        batch: list[LockedProof] = []
-        for token in tokens.values():
-            if batch and len(batch) + len(token) > limit:
-                break
-            batch += token
-        return batch
+        return whole_tokens(
+            (
+                LockedProof(proof_from_dict(json.loads(proof)), mint, unit, fp, accepted)
+                for fp, mint, unit, proof, accepted in rows
+            ),
+            limit,
+        )
 
     def _locked_summary(self) -> tuple[int, float]:
         with self.db.tx() as tx:
@@ -426,13 +436,25 @@ def _mark_pending(
     now: float,
 ) -> None:
     tx.execute(
-        "INSERT INTO withdrawals VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        "INSERT OR IGNORE INTO withdrawals VALUES (?, ?, ?, ?, 'pending', ?, ?)",
         (withdrawal_id, mint, unit, sum(p.amount for p in proofs), now, now),
     )
-    tx.executemany(
-        "UPDATE proofs SET state = 'pending', withdrawal_id = ? WHERE y = ? AND state = 'unspent'",
-        [(withdrawal_id, p.y()) for p in proofs],
-    )
+    _take_unspent(tx, "pending", withdrawal_id, proofs)
+
+
+def _take_unspent(
+    tx: _Cursor, state: str, withdrawal_id: str | None, proofs: Sequence[Proof]
+) -> None:
+    """Moves unspent proofs to `state`; ProofsTaken (the transaction rolls back) unless every
+    one of them was unspent (or is there already for this withdrawal: done again)."""
+    for p in proofs:
+        changed = tx.execute(
+            "UPDATE proofs SET state = ?, withdrawal_id = COALESCE(?, withdrawal_id)"
+            " WHERE y = ? AND (state = 'unspent' OR (state = ? AND withdrawal_id = ?))",
+            (state, withdrawal_id, p.y(), state, withdrawal_id),
+        ).rowcount
+        if changed != 1:
+            raise ProofsTaken(p.y())
 
 
 def _proof(row: Sequence[Any]) -> Proof:

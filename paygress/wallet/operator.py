@@ -22,14 +22,30 @@ from paygress.cashu.nut11 import parse_p2pk, sign_p2pk, witness
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.outputs import input_fee, select_proofs, split_amount
 from paygress.cashu.token import encode_token_v4
-from paygress.core.ledger import Balance, Ledger, NewSwap, ProofsKnown, QueueFull, SwapKind
+from paygress.core.ledger import (
+    Balance,
+    Ledger,
+    NewSwap,
+    ProofsKnown,
+    ProofsTaken,
+    QueueFull,
+    SwapExists,
+    SwapKind,
+)
 from paygress.core.model import Grant, Received
 from paygress.core.ports import PaymentRejected, SettledMeanwhile, TryAgainLater, Verified
 from paygress.core.pricing import normalize_mint_url
 from paygress.wallet.keysets import MintKeysets, UnknownKeyset
 from paygress.wallet.locks import OfflineSettings, can_sign, lock_key, lock_pubkey
 from paygress.wallet.restore import scan
-from paygress.wallet.swaps import CountersBehind, SwapGone, SwapNotSettled, SwapRefused, Swaps
+from paygress.wallet.swaps import (
+    CountersBehind,
+    SwapBusy,
+    SwapGone,
+    SwapNotSettled,
+    SwapRefused,
+    Swaps,
+)
 from paygress.wallet.verify import check_proofs
 
 log = logging.getLogger("paygress.wallet")
@@ -73,6 +89,7 @@ class OperatorWallet:
         keyset_refresh_seconds: float = 60.0,
         offline: OfflineSettings | None = None,
         events: Callable[[str, int], None] | None = None,
+        claim_seconds: float = 10.0,
     ) -> None:
         self.ledger = ledger
         self.seed = seed
@@ -89,7 +106,7 @@ class OperatorWallet:
             )
             for mint in self.allowed
         }
-        self.swaps = Swaps(ledger, seed, self.client, self._keys)
+        self.swaps = Swaps(ledger, seed, self.client, self._keys, claim_seconds=claim_seconds)
         self._payout_lock = asyncio.Lock()
         self.open_swaps = Backlog()
         self.locked = Backlog()
@@ -207,17 +224,22 @@ class OperatorWallet:
         mint = normalize_mint_url(token.mint)
         try:
             record = await self.ledger.swap_record(fingerprint)
-            if record is not None:
-                await self.swaps.resolve(record)
-                assert record.grant is not None
-                return record.grant
-            grant = grant_for(Received(amount_in=token.amount, fee=verified.fee))
-            if verified.offline and await self._accept_offline(verified, fingerprint, grant):
-                return grant
-            net = token.amount - verified.fee
-            inputs = self._signed(verified.inputs)
-            await self._swap_in(mint, fingerprint, inputs, net, grant, admit)
-            return grant
+            if record is None:
+                grant = grant_for(Received(amount_in=token.amount, fee=verified.fee))
+                if verified.offline and await self._accept_offline(verified, fingerprint, grant):
+                    return grant
+                net = token.amount - verified.fee
+                inputs = self._signed(verified.inputs)
+                try:
+                    await self._swap_in(mint, fingerprint, inputs, net, grant, admit)
+                    return grant
+                except SwapExists:  # another process began this very swap meanwhile
+                    record = await self.ledger.swap_record(fingerprint)
+                    if record is None:
+                        raise SwapGone(fingerprint) from None
+            await self.swaps.resolve(record, wait=True)
+            assert record.grant is not None
+            return record.grant
         except SwapRefused as exc:
             if exc.spent:
                 raise PaymentRejected(
@@ -293,9 +315,16 @@ class OperatorWallet:
         await keysets.keysets()  # the fee table
         net = sum(p.amount for p in proofs) - input_fee(proofs, keysets.fee_ppk())
         digest = hashlib.sha256("".join(sorted(p.y() for p in proofs)).encode()).hexdigest()
-        swap = await self._new_swap(
-            f"settle:{digest}", SwapKind.SETTLE, mint, proofs, lambda keys: split_amount(net, keys)
-        )
+        try:
+            swap = await self._new_swap(
+                f"settle:{digest}",
+                SwapKind.SETTLE,
+                mint,
+                proofs,
+                lambda keys: split_amount(net, keys),
+            )
+        except (SwapExists, ProofsKnown):  # another process took this batch: it swaps it
+            return 0
         try:
             await self.swaps.run(swap)
         except SwapRefused as exc:
@@ -394,8 +423,8 @@ class OperatorWallet:
             except SwapRefused as exc:
                 log.info("swap %s abandoned: %s", record.id[:16], exc)
                 done += 1
-            except SwapGone:
-                continue  # a request finished it meanwhile
+            except (SwapGone, SwapBusy):
+                continue  # a request or another process finished it meanwhile, or holds it
             except (SwapNotSettled, MintError) as exc:
                 log.warning("swap %s not settled yet: %s", record.id[:16], exc)
         return done
@@ -503,6 +532,10 @@ class OperatorWallet:
                 await self.ledger.mark_withdrawn(wid, mint, self.unit, chosen)
             except SwapRefused as exc:
                 raise WalletError(f"the mint refused the swap: {exc.detail[:200]}") from None
+            except ProofsTaken:
+                raise WalletError(
+                    "another withdrawal (another replica?) took these proofs first; try again"
+                ) from None
             except SwapNotSettled:
                 raise WalletError(
                     "the mint did not answer the change swap; it is settled in the background "

@@ -12,6 +12,8 @@ find out. The money invariants are stated in paygress/core/ledger.py; this modul
 - At most `RESTORE_GAP_COUNTERS` counters are reserved and unsettled at one time (the ledger
   refuses more; a swap waits briefly for room), so a restore from the seed alone crosses every
   gap the wallet itself leaves.
+- One send per record across processes too: a record is claimed in the ledger (for
+  `claim_seconds`) by whoever sends or finds it out; the others wait for its outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import BlindSignature, PreparedOutput, Proof
 from paygress.cashu.nut13 import Seed
 from paygress.cashu.outputs import prepare_outputs, unblind
-from paygress.core.ledger import CountersBusy, Ledger, NewSwap, SwapRecord
+from paygress.core.ledger import CountersBusy, Ledger, NewSwap, SwapClaimed, SwapRecord
 
 log = logging.getLogger("paygress.wallet")
 
@@ -79,6 +81,13 @@ class SwapNotSettled(SwapError):
         self.reason = reason
 
 
+class SwapBusy(SwapNotSettled):
+    """Another process holds the record's claim (it is sending or finding it out now)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, "payment_pending")
+
+
 class SwapGone(SwapError):
     """The record was settled or abandoned by another path (the background task, another
     request) while this one waited for it: the grant store knows which."""
@@ -106,12 +115,14 @@ class Swaps:
         keys: Callable[[str, str], Awaitable[dict[int, str]]],
         *,
         room_wait_seconds: float = 2.0,
+        claim_seconds: float = 10.0,
     ) -> None:
         self.ledger = ledger
         self.seed = seed
         self.client = client
         self._keys = keys
         self.room_wait_seconds = room_wait_seconds
+        self.claim_seconds = claim_seconds
         self._locks: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
@@ -145,11 +156,12 @@ class Swaps:
             waited += delay
             delay = min(delay * 2, 0.25)
 
-    async def resolve(self, record: SwapRecord) -> list[Proof]:
+    async def resolve(self, record: SwapRecord, *, wait: bool = False) -> list[Proof]:
         """Settles an open record (finding out first if a send's outcome was lost); raises
-        SwapGone if another path finished it first."""
+        SwapGone if another path finished it first, SwapBusy if another process holds it (with
+        `wait`, once that claim has lasted its term)."""
         async with self.locked(record.id):
-            current = await self.ledger.swap_record(record.id)
+            current = await self._claim(record.id, wait)
             if current is None:
                 raise SwapGone(record.id)
             if current.unknown or not current.inputs:
@@ -157,6 +169,18 @@ class Swaps:
                 if proofs is not None:
                     return proofs
             return await self._send(current, fresh=False)
+
+    async def _claim(self, swap_id: str, wait: bool) -> SwapRecord | None:
+        """The record, claimed for this process; with `wait`, polls while another holds it."""
+        delay, deadline = 0.02, asyncio.get_running_loop().time() + self.claim_seconds
+        while True:
+            try:
+                return await self.ledger.claim_swap(swap_id, self.claim_seconds)
+            except SwapClaimed:
+                if not wait or asyncio.get_running_loop().time() > deadline:
+                    raise SwapBusy(f"swap {swap_id[:16]} is being settled elsewhere") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     # -- one record ----------------------------------------------------------------------------
 

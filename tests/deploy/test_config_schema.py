@@ -51,12 +51,15 @@ NUMBERS = (
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
     "offline.locktime_margin_seconds", "offline.max_queue", "offline.batch_proofs",
     "offline.interval_seconds", "sessions.key_generation", "sessions.pod_max_seconds",
-    "sessions.expiry_margin_seconds",
+    "sessions.expiry_margin_seconds", "store.timeout_seconds", "store.lease_requests", "workers",
 )  # fmt: skip
 BOOLEANS = (
-    "payments.require_dleq", "routes[].match.case_insensitive", "offline.accept_locked",
+    "payments.require_dleq",
+    "routes[].match.case_insensitive",
+    "store.check_persistence",
+    "offline.accept_locked",
     "sessions.enabled",
-)  # fmt: skip
+)
 LISTS = (
     "routes[].match.hosts",
     "routes[].match.methods",
@@ -91,6 +94,8 @@ PAYGRESS_ONLY = {
     ("free_clients.clients[].routes", "['x']"): "must name a route of config.routes",
     ("free_clients.clients[].routes", "['/a/']"): "must name a route of config.routes",
     ("free_clients.clients[].routes", "['https://mint.example.com']"): "must name a route",
+    ("workers", "2"): "several workers need store.backend: redis (the chart fails too)",
+    ("store.backend", "'redis'"): "the redis backend needs store.url (or the chart's Secret)",
 }
 
 
@@ -128,6 +133,7 @@ LEVELS = [
     ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
     ("offline", {"offline": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["offline"])),
     ("sessions", {"sessions": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["sessions"])),
+    ("store", {"store": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["store"])),
     (
         "payments.unproven_swaps",
         {"payments": {"unproven_swaps": {BOGUS: 1}}},
@@ -199,7 +205,10 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments", "free_clients", "offline", "sessions"}:
+        if key in {
+            "routes", "tiers", "limits", "payments", "free_clients", "store", "offline",
+            "sessions",
+        }:  # fmt: skip
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
@@ -207,6 +216,8 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     for block in ("offline", "sessions"):
         for key, node in top[block]["properties"].items():
             yield f"{block}.", {block: {}}, key, node
+    for key, node in top["store"]["properties"].items():
+        yield "store.", {"store": {}}, key, node
     payments = top["payments"]["properties"]
     for key, node in payments.items():
         if key != "unproven_swaps":
@@ -237,6 +248,8 @@ def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[s
         target = raw[where[:-1]]
     elif where == "payments.":
         target = raw["payments"]
+    elif where == "store.":
+        target = raw["store"]
     elif where == "payments.unproven_swaps.":
         target = raw["payments"]["unproven_swaps"]
     elif where == "routes[].":

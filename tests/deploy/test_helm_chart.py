@@ -97,7 +97,11 @@ def test_chart_has_notes_helpers_and_examples() -> None:
     helpers = (TEMPLATES / "_helpers.tpl").read_text(encoding="utf-8")
     for name in ("name", "fullname", "chart", "labels", "selectorLabels", "serviceAccountName"):
         assert f'{{{{- define "paygress.{name}" -}}}}' in helpers, name
-    assert {p.name for p in EXAMPLES} == {"values-sidecar.yaml", "values-standalone.yaml"}
+    assert {p.name for p in EXAMPLES} == {
+        "values-redis.yaml",
+        "values-sidecar.yaml",
+        "values-standalone.yaml",
+    }
 
 
 # ------------------------------------------------------------------------------ values.schema.json
@@ -238,6 +242,10 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
         {"mode": "standalone", "istio": {"authorizationPolicy": {"enabled": True}}},
     ),
     ("bad digest", {"image": {"digest": "latest"}}),
+    ("SQLite rolled over", {"updateStrategy": {"type": "RollingUpdate"}}),
+    ("SQLite autoscaled", {"autoscaling": {"enabled": True}}),
+    ("SQLite workers", {"config": {"workers": 2}}),
+    ("a Redis password in the URL", {"config": {"store": {"url": "redis://:pw@redis:6379/0"}}}),
     ("mint CIDR without ports", {"networkPolicy": {"egress": {"mints": [{"cidr": "1.2.3.4/32"}]}}}),
     ("free client without condition", {"config": {"free_clients": {"clients": [{"name": "x"}]}}}),
     (
@@ -485,8 +493,12 @@ def test_rendered_objects(rendered: dict[str, list[dict[str, Any]]], case: str) 
     config = one(docs, "ConfigMap", "paygress")["data"]["config.yaml"]
     checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert checksum == hashlib.sha256(config.rstrip("\n").encode()).hexdigest()
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    if case == "values-redis.yaml":  # the autoscaler decides; no 503 window on upgrades
+        assert "replicas" not in deployment["spec"]
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    else:  # SQLite: one instance per database
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     for role in [d for d in docs if d["kind"] in {"Role", "RoleBinding"}]:
         assert role["metadata"]["namespace"], "RBAC must be namespaced"
 
@@ -554,6 +566,60 @@ def test_rendered_standalone_mode(rendered: dict[str, list[dict[str, Any]]]) -> 
     ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {9001, 8181, 9464}
     assert one(docs, "AuthorizationPolicy")["metadata"]["namespace"] == "istio-ingress"
+
+
+def test_rendered_redis_mode(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["values-redis.yaml"]
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (paygress,) = pod["containers"]
+    env = {e["name"]: e for e in paygress["env"]}
+    assert env["PAYGRESS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "paygress-redis",
+        "key": "password",
+    }
+    assert "PAYGRESS_REDIS_URL" not in env, "the URL is in the config"
+    mounts = {m["name"]: m for m in paygress["volumeMounts"]}
+    assert mounts["redis-tls"] == {
+        "name": "redis-tls",
+        "mountPath": "/etc/paygress/redis-tls",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["redis-tls"]["secret"]["secretName"] == "paygress-redis-tls"
+    config = parse_config(_config_of(docs), env={})
+    assert config.store.backend == "redis" and config.workers == 2
+    assert config.store.tls_ca_file == "/etc/paygress/redis-tls/ca.crt"
+    budget = one(docs, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 2
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    policy = one(docs, "NetworkPolicy")
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}],
+        "ports": [{"port": 6380, "protocol": "TCP"}],
+    } in policy["spec"]["egress"]
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ("replicaCount: 2\n", "/replicaCount': maximum: got 2, want 1"),  # the schema
+        (
+            "config: {store: {backend: redis}}\n",
+            "the redis store needs a URL",
+        ),
+    ],
+)
+def test_what_only_redis_allows_is_refused_with_sqlite(
+    helm: Helm, tmp_path: Path, values: str, error: str
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("seed: {existingSecret: s}\n" + values, encoding="utf-8")
+    with pytest.raises(RenderError, match=re.escape(error)):
+        helm.template(CHART, path)
 
 
 def test_rendered_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -80,6 +80,15 @@ class PaygressProcess(ManagedProcess):
     def grpc_target(self) -> str:
         return f"unix:{self.socket_path}"
 
+    @property
+    def worker_sockets(self) -> list[Path]:
+        """With `workers: N` (N > 1), each worker's own socket (`paygress-<i>.sock`)."""
+        workers = int(self.config.get("workers", 1))
+        if workers == 1:
+            return [self.socket_path]
+        path = self.socket_path
+        return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(workers)]
+
     def prepare(self) -> None:
         with self.config_path.open("w", encoding="utf-8") as fh:
             yaml.safe_dump(self.config, fh, sort_keys=False)
@@ -92,9 +101,16 @@ class PaygressProcess(ManagedProcess):
         env.update(self.extra_env)
         return env
 
-    async def health(self, service: str = "", timeout: float = 1.0) -> str:  # noqa: ASYNC109
-        """grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...)."""
-        async with grpc.aio.insecure_channel(self.grpc_target) as channel:
+    async def health(
+        self,
+        service: str = "",
+        timeout: float = 1.0,  # noqa: ASYNC109
+        socket: Path | None = None,
+    ) -> str:
+        """grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...) of the socket (or the
+        given worker socket)."""
+        target = f"unix:{socket}" if socket is not None else self.grpc_target
+        async with grpc.aio.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             response = await stub.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -104,15 +120,17 @@ class PaygressProcess(ManagedProcess):
 
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        await wait_for_unix_socket(self.socket_path, timeout=self.startup_timeout, proc=self)
-        last = "no answer"
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                last = await self.health()
-            except grpc.aio.AioRpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-            if last == "SERVING":
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"gRPC health of {self.grpc_target} never SERVING (last: {last})")
+        for socket in self.worker_sockets:
+            await wait_for_unix_socket(socket, timeout=self.startup_timeout, proc=self)
+            last = "no answer"
+            while time.monotonic() < deadline:
+                self.check_alive()
+                try:
+                    last = await self.health(socket=socket)
+                except grpc.aio.AioRpcError as exc:
+                    last = f"{exc.code().name}: {exc.details()}"
+                if last == "SERVING":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError(f"gRPC health of {socket} never SERVING (last: {last})")

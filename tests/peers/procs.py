@@ -57,18 +57,28 @@ class ProcessExitedError(PeerError):
 _handed_out: set[int] = set()
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (bind to port 0, read it, close).
+def free_port(host: str = LOOPBACK, *, run: int = 1) -> int:
+    """A TCP port that was free a moment ago (bind to port 0, read it, close); with `run`, the
+    first of that many consecutive free ports (e.g. one per worker process).
 
     Ports already handed out by this process are never handed out twice, so peers started
     side by side do not race each other for the same number.
     """
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with contextlib.ExitStack() as held:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
+            ports = range(port, port + run)
+            try:
+                for more in ports[1:]:
+                    held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)).bind(
+                        (host, more)
+                    )
+            except OSError:
+                continue
+        if not _handed_out.intersection(ports):
+            _handed_out.update(ports)
             return port
     raise PeerError("could not find a free port")
 

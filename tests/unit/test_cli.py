@@ -209,7 +209,9 @@ def test_check_config_prints_summary(tmp: Path, capsys: pytest.CaptureFixture[st
     assert "tcp: off" in out
     assert "http: off" in out
     assert "metrics: off" in out
-    assert f"state_dir: {tmp / 'state'} (database {tmp / 'state' / 'paygress.db'})" in out
+    assert f"state_dir: {tmp / 'state'}\n" in out
+    assert f"store: sqlite {tmp / 'state' / 'paygress.db'} (one process)" in out
+    assert "workers: 1 on this node" in out
     assert "dry run: off" in out
     assert f"mints: {MINT}" in out
     assert "payments: a check waits 2.5 s for a swap (then 503 payment_pending)" in out
@@ -552,6 +554,7 @@ async def test_wallet_balance_of_empty_wallet(
 async def test_wallet_finds_the_admin_socket_in_the_config(
     running: server.Running, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert running.admin_socket_path is not None
     path = running.admin_socket_path.parent / "server.yaml"
     path.write_text(yaml.safe_dump(config_dict(running.admin_socket_path.parent)))
     assert await cli("wallet", "--config", str(path), "balance") == 0

@@ -231,6 +231,7 @@ async def test_check_priced_path_is_402_with_payment_request(running: server.Run
 
 
 async def test_wallet_admin_is_served_on_its_own_socket_only(running: server.Running) -> None:
+    assert running.admin_socket_path is not None
     assert mode_of(running.admin_socket_path) == 0o600
     async with grpc.aio.insecure_channel(f"unix:{running.admin_socket_path}") as channel:
         stub: Any = admin_pb2_grpc.WalletAdminStub(channel)  # type: ignore[no-untyped-call]
@@ -418,6 +419,7 @@ async def test_a_failing_step_at_stop_does_not_keep_the_others_from_running(
     with pytest.raises(RuntimeError, match="disk full"):
         await running.stop(drain_seconds=0)
     assert len(running.tasks) == 0, "background tasks are cancelled"
+    assert running.admin_socket_path is not None
     assert not running.socket_path.exists() and not running.admin_socket_path.exists()
     with pytest.raises(RuntimeError, match="after shutdown"):
         await running.store.ledger.balances()  # the store was closed

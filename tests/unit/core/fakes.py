@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from coincurve import PrivateKey
@@ -12,7 +12,7 @@ from coincurve import PrivateKey
 from paygress.cashu.models import DLEQ, Proof, Token
 from paygress.cashu.token import encode_token_v3, encode_token_v4
 from paygress.core.model import Grant, Received
-from paygress.core.ports import RedeemError, Verified
+from paygress.core.ports import Lease, RedeemError, StoreUnavailable, Verified
 
 MINT = "http://mint.test"
 KEYSET = "00ad268c4d1f5826"
@@ -92,21 +92,49 @@ class FakeWallet:
 
 
 class FakeStore:
+    """The grant store in memory, leases included (one holder: this process)."""
+
     def __init__(self) -> None:
         self.grants: dict[str, Grant] = {}
+        self.held: dict[str, int] = {}  # leased to this process
+        self.others: dict[str, int] = {}  # leased to other processes
         self.saves = 0
+        self.leases = 0
+        self.available = True
+
+    def _up(self) -> None:
+        if not self.available:
+            raise StoreUnavailable()
 
     async def get_grant(self, grant_id: str) -> Grant | None:
+        self._up()
         grant = self.grants.get(grant_id)
         return replace(grant) if grant else None
 
     async def load_active_grants(self, now: float) -> list[Grant]:
         return [replace(g) for g in self.grants.values() if g.usable(now)]
 
-    async def save_usage(self, grants: Sequence[Grant]) -> None:
+    async def lease(self, grant_id: str, want: int) -> Lease:
+        self._up()
+        self.leases += 1
+        grant = self.grants[grant_id]
+        take = min(want, grant.requests_left)
+        grant.requests_left -= take
+        self.held[grant_id] = self.held.get(grant_id, 0) + take
+        return Lease(self.held[grant_id], grant.requests_left, bool(self.others.get(grant_id)))
+
+    async def give_back(self, used: Mapping[str, int]) -> None:
+        self._up()
+        for grant_id, count in used.items():
+            held = self.held.pop(grant_id, 0)
+            self.grants[grant_id].requests_left += max(0, held - count)
+
+    async def save_expiry(self, grants: Sequence[Grant]) -> None:
+        self._up()
         self.saves += 1
         for g in grants:
-            self.grants[g.id] = replace(g)
+            stored = self.grants[g.id]
+            stored.expires_at = max(stored.expires_at, g.expires_at)
 
     async def grants_of_pod(self, pod: str) -> list[Grant]:
         return [replace(g) for g in self.grants.values() if g.pod == pod]

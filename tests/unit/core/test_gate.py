@@ -461,3 +461,44 @@ async def test_a_token_redeemed_meanwhile_by_another_path_is_served_not_refused(
     decision = await gate.check(req(**{"x-cashu": token}))
     assert isinstance(decision, Allow), decision
     assert gate.refusals.get(grant.id) is None
+
+
+# -- a shared store that cannot be reached ---------------------------------------------------
+
+
+async def test_a_store_outage_fails_closed_by_default() -> None:
+    gate, wallet, store, _ = make_gate()
+    token = make_token((8, 8))  # 4 requests
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+    store.available = False
+    decision = await gate.check(req(**{"x-cashu": token}))
+    assert isinstance(decision, Answer) and decision.status == 503
+    assert body(decision)["reason"] == "store_unavailable"
+    assert dict(decision.headers)["retry-after"] == "5"
+    fresh = await gate.check(req(**{"x-cashu": make_token((8,))}))
+    assert isinstance(fresh, Answer) and body(fresh)["reason"] == "store_unavailable"
+    assert wallet.calls == 1, "no swap that could not be recorded"
+    store.available = True
+    assert isinstance(await gate.check(req(**{"x-cashu": token})), Allow)
+
+
+async def test_a_store_outage_can_serve_what_this_process_holds() -> None:
+    store, wallet, clock = FakeStore(), FakeWallet(), Clock()
+    wallet.store = store
+    gate = Gate(
+        Pricing((API, TIMED)),
+        GateSettings(unit="sat", mints=(MINT,), on_store_outage="cached"),
+        wallet,
+        store,
+        clock=clock,
+    )
+    per_request, timed = make_token((8, 8)), make_token((10,))
+    assert isinstance(await gate.check(req(**{"x-cashu": per_request})), Allow)
+    assert isinstance(await gate.check(req(**{"x-cashu": per_request})), Allow)  # 1, then 2
+    assert isinstance(await gate.check(req("/live/x", **{"x-cashu": timed})), Allow)
+    store.available = False
+    assert isinstance(await gate.check(req("/live/x", **{"x-cashu": timed})), Allow)
+    assert isinstance(await gate.check(req(**{"x-cashu": per_request})), Allow)
+    decision = await gate.check(req(**{"x-cashu": per_request}))
+    assert isinstance(decision, Answer) and body(decision)["reason"] == "store_unavailable"
+    assert sum(store.held.values()) == 3, "never more than it leased before the outage"

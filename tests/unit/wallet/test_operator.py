@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from paygress.cashu.crypto import blind_message, unblind_signature
 from paygress.cashu.mint_client import MintClient
 from paygress.cashu.models import DLEQ, Proof, Token
 from paygress.cashu.nut13 import Seed
-from paygress.core.ledger import RESTORE_GAP_COUNTERS
+from paygress.core.ledger import RESTORE_GAP_COUNTERS, Ledger
 from paygress.core.model import Grant, Received
 from paygress.core.ports import PaymentRejected, TryAgainLater
 from paygress.core.pricing import Mode
@@ -145,19 +146,24 @@ def grant_for(token: Token) -> Callable[[Received], Grant]:
     return make
 
 
-async def open_wallet(mint: Mint, path: Path) -> tuple[SqliteStore, OperatorWallet]:
-    store = SqliteStore(path)
-    await store.open("seed")
+def wallet_on(ledger: Ledger, mint: Mint, **options: Any) -> OperatorWallet:
+    """The seed's wallet on `ledger`, talking to the in-memory mint."""
     transport = httpx.MockTransport(mint.handle)
-    wallet = OperatorWallet(
-        store.ledger,
+    return OperatorWallet(
+        ledger,
         SEED,
         [URL],
         "sat",
         client_factory=lambda url: MintClient(url, transport=transport),
         keyset_refresh_seconds=60,
+        **options,
     )
-    return store, wallet
+
+
+async def open_wallet(mint: Mint, path: Path) -> tuple[SqliteStore, OperatorWallet]:
+    store = SqliteStore(path)
+    await store.open("seed")
+    return store, wallet_on(store.ledger, mint)
 
 
 @pytest_asyncio.fixture

@@ -119,6 +119,45 @@ The Secret holding the wallet mnemonic (required).
 {{- end }}
 
 {{/*
+"true" when the store is Redis (config.store.backend), else "".
+*/}}
+{{- define "paygress.redis" -}}
+{{- $backend := dig "store" "backend" "sqlite" (.Values.config | default dict) -}}
+{{- if eq $backend "redis" }}true{{ end }}
+{{- end }}
+
+{{/*
+What the schema cannot check (values.schema.json already limits replicas, workers, rolling
+updates and the autoscaler to the Redis store): Redis needs a URL; workers need TCP.
+*/}}
+{{- define "paygress.checkStore" -}}
+{{- if and (include "paygress.redis" .) (not (dig "store" "url" "" .Values.config)) (not (and .Values.redis.existingSecret .Values.redis.urlKey)) }}
+{{- fail "the redis store needs a URL: config.store.url, or redis.existingSecret with redis.urlKey" }}
+{{- end }}
+{{- if and (gt (int (.Values.config.workers | default 1)) 1) .Values.gateway.shareSocket }}
+{{- fail "gateway.shareSocket needs config.workers: 1 (each worker has its own socket; the gateway calls 127.0.0.1:9001, shared by the workers)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The update strategy: as set, else Recreate with SQLite and a surge-only rolling update with Redis.
+*/}}
+{{- define "paygress.strategy" -}}
+{{- if .Values.updateStrategy }}
+{{- toYaml .Values.updateStrategy }}
+{{- else if include "paygress.redis" . }}
+type: RollingUpdate
+rollingUpdate:
+  maxUnavailable: 0
+  maxSurge: 1
+{{- else }}
+type: Recreate
+{{- end }}
+{{- end }}
+
+{{- define "paygress.redisTlsDir" -}}/etc/paygress/redis-tls{{- end }}
+
+{{/*
 Fixed paths inside the container (the image's contract, see the Dockerfile).
 */}}
 {{- define "paygress.socketDir" -}}/run/paygress{{- end }}
@@ -140,6 +179,15 @@ directory, metrics, dry run, and the kubernetes block when tiers are set).
 {{- $_ := set $config "listen" $listen -}}
 {{- $_ := set $config "state_dir" (include "paygress.stateDir" .) -}}
 {{- $_ := set $config "dry_run" .Values.dryRun -}}
+{{- if .Values.redis.tls.existingSecret }}
+{{- $store := deepCopy ($config.store | default dict) -}}
+{{- $_ := set $store "tls_ca_file" (printf "%s/ca.crt" (include "paygress.redisTlsDir" .)) -}}
+{{- if .Values.redis.tls.clientCertificate }}
+{{- $_ := set $store "tls_cert_file" (printf "%s/tls.crt" (include "paygress.redisTlsDir" .)) -}}
+{{- $_ := set $store "tls_key_file" (printf "%s/tls.key" (include "paygress.redisTlsDir" .)) -}}
+{{- end }}
+{{- $_ := set $config "store" $store -}}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 {{- $_ := set $config "metrics" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.metrics))) -}}
 {{- end }}
@@ -193,6 +241,22 @@ env:
     value: {{ include "paygress.stateDir" $root }}
   - name: PAYGRESS_SOCKET
     value: {{ include "paygress.socketPath" $root }}
+  {{- with $v.redis }}
+  {{- if and .existingSecret .urlKey }}
+  - name: PAYGRESS_REDIS_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .urlKey }}
+  {{- end }}
+  {{- if and .existingSecret .passwordKey }}
+  - name: PAYGRESS_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .passwordKey }}
+  {{- end }}
+  {{- end }}
   {{- with $v.extraEnv }}
   {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
   {{- end }}
@@ -259,6 +323,11 @@ volumeMounts:
     mountPath: {{ include "paygress.socketDir" $root }}
   - name: tmp
     mountPath: /tmp
+  {{- if $v.redis.tls.existingSecret }}
+  - name: redis-tls
+    mountPath: {{ include "paygress.redisTlsDir" $root }}
+    readOnly: true
+  {{- end }}
   {{- with $v.extraVolumeMounts }}
   {{- include "paygress.render" (dict "value" . "context" $root) | nindent 2 }}
   {{- end }}
