@@ -1,13 +1,19 @@
 """ext_authz throughput through real Envoy: the cost of Paygress against an empty handler.
 
-Scenarios, all through the same Envoy config (deploy/envoy/envoy.yaml) with a direct
-response standing in for the upstream, so only the authorization path differs:
-  (a)  no ext_authz filter at all
+Scenarios, all through the same Envoy config (deploy/envoy/envoy-sessions.yaml: envoy.yaml's
+ext_authz plus paid sessions) with a direct response standing in for the upstream, so only the
+authorization path differs:
+  (a)  no authorization filters at all (ext_authz and jwt_authn removed)
   (b)  ext_authz → an empty grpc.aio handler (bench/empty_authz.py) on the stdlib event loop
   (bu) the same empty handler on uvloop, the loop Paygress runs on by default
   (c)  ext_authz → Paygress, free route
   (d)  ext_authz → Paygress, priced route, paid with a token already in the redeem cache
   (da) as (d), Paygress configured with `event_loop: asyncio`
+  (j)  the same paid route with the session that payment's answer carried: jwt_authn verifies
+       it (cached) and ext_authz is not called
+  (h)  Envoy's HTTP ext_authz (deploy/envoy/envoy-http-authz.yaml) to an empty aiohttp handler
+       (bench/empty_http_authz.py, uvloop)
+  (dh) as (d) over HTTP ext_authz: a Paygress of its own, its listen.http /envoy path
 
 Envoy and wrk get one core, the authz servers the other. Two measurements:
 1. Rounds: each scenario alone for --seconds, the order rotated every round; medians of
@@ -16,7 +22,8 @@ Envoy and wrk get one core, the authz servers the other. Two measurements:
 2. Head to head: two scenarios loaded at the same time, their servers sharing the authz core.
    The scheduler gives each server half the core, so their req/s ratio is the ratio of their
    CPU cost per request, and whatever slows the machine slows both alike: this ratio repeats
-   within about 1% (the control pair b/b shows the method's own error).
+   within about 1% (the control pair b/b shows the method's own error). The pair j/a shares
+   the front core instead (neither calls an authz server): the ratio of Envoy's own cost.
 
     .venv/bin/python -m bench.ext_authz [--seconds 8] [--rounds 3]
                                         [--h2h-seconds 4] [--h2h-rounds 4]
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -40,13 +48,25 @@ from typing import Any
 
 import httpx
 
-from tests.peers.envoy import EnvoyProxy
+from paygress.cashu.nut13 import Seed
+from paygress.sessions import jwks
+from tests.peers.envoy import JWT_FILTER, EnvoyProxy, http_connection_managers
 from tests.peers.mint import NutshellMint
 from tests.peers.paygress import PaygressProcess
-from tests.peers.procs import VENV, ManagedProcess, wait_for_unix_socket
+from tests.peers.procs import (
+    LOOPBACK,
+    REPO_ROOT,
+    VENV,
+    ManagedProcess,
+    free_port,
+    wait_for_port,
+    wait_for_unix_socket,
+)
 from tests.peers.wallet import CashuWallet
 
 MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
+CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy-sessions.yaml"
+HTTP_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy-http-authz.yaml"
 
 
 @dataclass
@@ -93,6 +113,29 @@ class EmptyAuthz(ManagedProcess):
         await wait_for_unix_socket(self.socket, timeout=15, proc=self)
 
 
+class EmptyHttpAuthz(ManagedProcess):
+    """bench/empty_http_authz.py on a TCP port."""
+
+    name = "empty-http-authz"
+
+    def __init__(self, workdir: Path, loop: str = "uvloop", lowlevel: bool = False) -> None:
+        super().__init__(workdir)
+        self.port = free_port()
+        self.loop = loop
+        self.lowlevel = lowlevel
+
+    def command(self) -> list[str]:
+        cmd = [str(VENV / "bin" / "python"), "-m", "bench.empty_http_authz"]
+        cmd += ["--port", str(self.port), "--loop", self.loop]
+        return [*cmd, "--lowlevel"] if self.lowlevel else cmd
+
+    def cwd(self) -> Path:
+        return Path(__file__).resolve().parent.parent
+
+    async def wait_ready(self) -> None:
+        await wait_for_port(LOOPBACK, self.port, timeout=15, proc=self)
+
+
 def direct_response(config: dict[str, Any]) -> None:
     """Replaces the upstream route with a direct response: measure authz, not an upstream."""
     for listener in config["static_resources"]["listeners"]:
@@ -106,6 +149,17 @@ def direct_response(config: dict[str, Any]) -> None:
                                 "status": 200,
                                 "body": {"inline_string": "ok\n"},
                             }
+
+
+def no_authorization(config: dict[str, Any]) -> None:
+    """(a): the direct response, with neither jwt_authn nor ext_authz (EnvoyProxy(authz=False)
+    removes the latter)."""
+    direct_response(config)
+    for hcm in http_connection_managers(config):
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != JWT_FILTER]
+        for vhost in hcm["route_config"]["virtual_hosts"]:
+            for route in vhost["routes"]:
+                route.get("typed_per_filter_config", {}).pop(JWT_FILTER, None)
 
 
 def ensure_wrk() -> str:
@@ -195,6 +249,33 @@ def head_to_head(
     return rx.rps / ry.rps
 
 
+# A session route of envoy-sessions.yaml.
+def measure(
+    args: argparse.Namespace,
+    wrk: str,
+    scenarios: dict[str, Scenario],
+    alone: list[str],
+    pairs: tuple[tuple[str, str], ...],
+    cpus: set[int],
+) -> tuple[dict[str, list[Result]], dict[tuple[str, str], list[float]]]:
+    """Rounds (each of `alone` by itself, the order rotated every round), then head to head
+    (each pair at once, `h2h_rounds` times)."""
+    results: dict[str, list[Result]] = {k: [] for k in alone}
+    for round_no in range(args.rounds):
+        shift = round_no % len(alone)
+        for key in alone[shift:] + alone[:shift]:
+            results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, cpus))
+    h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    for _ in range(args.h2h_rounds):
+        for x, y in pairs:
+            h2h[(x, y)].append(
+                head_to_head(
+                    wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, cpus
+                )
+            )
+    return results, h2h
+
+
 PAID_ROUTE = {
     "name": "paid",
     "match": {"path_prefix": "/paid"},
@@ -202,8 +283,13 @@ PAID_ROUTE = {
     "price": 1,
     "grants": 86_400,
 }
+# The same price on a session route of envoy-sessions.yaml (and of deploy/nginx's map).
+SESSION_ROUTE = {**PAID_ROUTE, "name": "stream", "match": {"path_prefix": "/stream/"}}
 # Head-to-head pairs: (x, y) prints x/y. b/b2 is the control: two identical servers.
-PAIRS = (("b", "b2"), ("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("bu", "b"))
+PAIRS = (
+    ("b", "b2"), ("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("bu", "b"),
+    ("a", "a2"), ("j", "a"), ("h", "b"), ("dh", "h"), ("dh", "d"),
+)  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -212,43 +298,72 @@ async def main(args: argparse.Namespace) -> None:
         work = Path(tmp)
         mint = await NutshellMint(work / "mint").start()
         wallet = await CashuWallet(work / "wallet").start()
-        servers: dict[str, EmptyAuthz | PaygressProcess] = {
+        empty_http = await EmptyHttpAuthz(work / "empty-http").start()
+        servers: dict[str, EmptyAuthz | EmptyHttpAuthz | PaygressProcess] = {
             "empty": await EmptyAuthz(work / "empty").start(),
             "empty2": await EmptyAuthz(work / "empty2").start(),
             "empty-uv": await EmptyAuthz(work / "empty-uv", loop="uvloop").start(),
+            "empty-http": empty_http,
         }
-        for name, loop in (("paygress", "auto"), ("paygress-asyncio", "asyncio")):
-            config = {
+        http_ports = {"empty-http": empty_http.port}
+        for name, loop in (
+            ("paygress", "auto"), ("paygress-asyncio", "asyncio"), ("paygress-http", "auto")
+        ):  # fmt: skip
+            config: dict[str, Any] = {
                 "state_dir": str(work / name / "state"),
                 "mints": [mint.url],
                 "log_level": "WARNING",
                 "event_loop": loop,
-                "routes": [PAID_ROUTE],
+                "routes": [SESSION_ROUTE],
             }
+            if name == "paygress-http":
+                http_ports[name] = free_port()
+                config["listen"] = {"http": f"{LOOPBACK}:{http_ports[name]}"}
             servers[name] = await PaygressProcess(config, MNEMONIC, work / name).start()
         nowhere = ("127.0.0.1", 9)  # never used: routes answer directly
-        envoys = {"none": await EnvoyProxy(
-            work / "e-none", upstream=nowhere, authz=False, mutate=direct_response
-        ).start()}  # fmt: skip
+        keys = json.dumps(jwks(Seed.from_mnemonic(MNEMONIC)))
+        envoys = {
+            name: await EnvoyProxy(
+                work / f"e-{name}", upstream=nowhere, authz=False, config_path=CONFIG,
+                mutate=no_authorization,
+            ).start()
+            for name in ("none", "none2")
+        }  # fmt: skip
         for name, server in servers.items():
+            if name in http_ports:
+                envoys[name] = await EnvoyProxy(
+                    work / f"e-{name}", upstream=nowhere,
+                    paygress_http=(LOOPBACK, http_ports[name]), config_path=HTTP_CONFIG,
+                    mutate=direct_response,
+                ).start()  # fmt: skip
+                continue
+            assert not isinstance(server, EmptyHttpAuthz)
             socket = server.socket if isinstance(server, EmptyAuthz) else server.socket_path
             envoys[name] = await EnvoyProxy(
-                work / f"e-{name}", upstream=nowhere, paygress_socket=socket, mutate=direct_response
-            ).start()
+                work / f"e-{name}", upstream=nowhere, paygress_socket=socket,
+                config_path=CONFIG, jwks=keys, mutate=direct_response,
+            ).start()  # fmt: skip
         cpus = sorted(os.sched_getaffinity(0))
         front, back = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 and args.pin else (set(cpus),) * 2
         for envoy in envoys.values():
             pin(envoy.pid, front)
         for server in servers.values():
             pin(server.pid, back)
-        tokens = {}
+        tokens, sessions = {}, {}
         async with httpx.AsyncClient(trust_env=False) as client:
-            for name in ("paygress", "paygress-asyncio"):
+            for name in ("paygress", "paygress-asyncio", "paygress-http"):
                 token = await wallet.token(mint.url, 4)
-                warm = await client.get(f"{envoys[name].url}/paid", headers={"X-Cashu": token})
+                url = f"{envoys[name].url}/stream/x"
+                warm = await client.get(url, headers={"X-Cashu": token})
+                for _ in range(30):  # a busy machine: the swap may take longer than a check
+                    if warm.status_code != 503:
+                        break
+                    await asyncio.sleep(1)
+                    warm = await client.get(url, headers={"X-Cashu": token})
                 if warm.status_code != 200:
                     raise SystemExit(f"bench: paid warm-up got {warm.status_code}: {warm.text}")
                 tokens[name] = [f"X-Cashu: {token}"]
+                sessions[name] = [f"X-Paygress-Session: {warm.headers['x-paygress-session']}"]
 
         def at(envoy: str, path: str, headers: list[str], label: str) -> Scenario:
             return Scenario(
@@ -260,41 +375,33 @@ async def main(args: argparse.Namespace) -> None:
 
         scenarios = {
             "a": at("none", "/", [], "a  no authz"),
+            "a2": at("none2", "/", [], "a2 no authz, twin"),
             "b": at("empty", "/", [], "b  empty grpc.aio"),
             "b2": at("empty2", "/", [], "b2 empty grpc.aio, twin"),
             "bu": at("empty-uv", "/", [], "bu empty grpc.aio, uvloop"),
             "c": at("paygress", "/free", [], "c  paygress free"),
-            "d": at("paygress", "/paid", tokens["paygress"], "d  paygress paid (cached)"),
+            "d": at("paygress", "/stream/x", tokens["paygress"], "d  paygress paid (cached)"),
             "da": at(
-                "paygress-asyncio", "/paid", tokens["paygress-asyncio"], "da paid, stdlib loop"
+                "paygress-asyncio", "/stream/x", tokens["paygress-asyncio"], "da paid, stdlib loop"
+            ),
+            "j": at("paygress", "/stream/x", sessions["paygress"], "j  paid session (jwt_authn)"),
+            "h": at("empty-http", "/", [], "h  empty aiohttp, HTTP ext_authz"),
+            "dh": at(
+                "paygress-http", "/stream/x", tokens["paygress-http"], "dh paid (cached), HTTP"
             ),
         }
-        alone = [k for k in scenarios if k != "b2"]
-        results: dict[str, list[Result]] = {k: [] for k in alone}
-        for round_no in range(args.rounds):
-            shift = round_no % len(alone)
-            for key in alone[shift:] + alone[:shift]:
-                results[key].append(scenarios[key].run(wrk, args.seconds, args.connections, front))
-        h2h: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
-        for _ in range(args.h2h_rounds):
-            for x, y in PAIRS:
-                h2h[(x, y)].append(
-                    head_to_head(
-                        wrk, scenarios[x], scenarios[y], args.h2h_seconds, args.connections, front
-                    )
-                )
+        alone = [k for k in scenarios if k not in ("b2", "a2")]
+        results, h2h = measure(args, wrk, scenarios, alone, PAIRS, front)
         for proc in (*envoys.values(), *servers.values(), mint):
             await proc.stop()
         await wallet.aclose()
     report(args, scenarios, results, h2h)
 
 
-def report(
-    args: argparse.Namespace,
-    scenarios: dict[str, Scenario],
-    results: dict[str, list[Result]],
-    h2h: dict[tuple[str, str], list[float]],
-) -> None:
+def print_rounds(
+    scenarios: dict[str, Scenario], results: dict[str, list[Result]], width: int = 32
+) -> dict[str, Result]:
+    """Prints each scenario's medians over the rounds; returns them."""
     med = {
         key: Result(
             statistics.median(r.rps for r in rs),
@@ -306,20 +413,41 @@ def report(
         for key, rs in results.items()
     }
     print(
-        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
-        "connections, order rotated, medians"
-        + (" (Envoy+wrk and the authz servers pinned to separate cores)" if args.pin else "")
-    )
-    print(
-        f"{'scenario':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'scenario':{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'authz CPU µs/req':>17}"
     )
     for key, r in med.items():
         print(
-            f"{scenarios[key].label:32} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
+            f"{scenarios[key].label:{width}} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}"
             f" {r.errors:8d} {r.cpu_us:17.1f}"
         )
-    for x, y in (("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("b", "a")):
+    return med
+
+
+def report(
+    args: argparse.Namespace,
+    scenarios: dict[str, Scenario],
+    results: dict[str, list[Result]],
+    h2h: dict[tuple[str, str], list[float]],
+) -> None:
+    print(
+        f"1. Rounds: {args.rounds} x {args.seconds}s per scenario, {args.connections} "
+        "connections, order rotated, medians"
+        + (" (Envoy+wrk and the authz servers pinned to separate cores)" if args.pin else "")
+    )
+    med = print_rounds(scenarios, results)
+    for x, y in (
+        ("c", "b"),
+        ("d", "b"),
+        ("d", "bu"),
+        ("da", "b"),
+        ("b", "a"),
+        ("j", "a"),
+        ("j", "d"),
+        ("h", "b"),
+        ("dh", "d"),
+        ("dh", "h"),
+    ):
         print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
     print(
         f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
@@ -334,6 +462,11 @@ def report(
             ("d", "bu"): "the same, both on uvloop: Paygress's own cost",
             ("da", "b"): "the same, both on the stdlib loop: Paygress's own cost",
             ("bu", "b"): "what uvloop gives an empty handler",
+            ("a", "a2"): "control: two identical Envoys without authorization",
+            ("j", "a"): "a paid session against no authorization (target >= 0.7)",
+            ("h", "b"): "an empty HTTP authz handler against an empty gRPC one",
+            ("dh", "h"): "Paygress over HTTP against an empty HTTP handler: its own cost",
+            ("dh", "d"): "Paygress cached paid: HTTP ext_authz against gRPC",
         },
     )
 

@@ -117,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     pubkey.set_defaults(func=_pubkey)
 
+    jwks = sub.add_parser(
+        "jwks",
+        help="print the JWK Set that verifies paid sessions (for Envoy's jwt_authn, Istio's "
+        "RequestAuthentication), derived from the wallet seed of $PAYGRESS_MNEMONIC or "
+        "$PAYGRESS_MNEMONIC_FILE",
+    )
+    jwks.add_argument(
+        "--generation",
+        type=int,
+        action="append",
+        metavar="N",
+        help="a key generation to include (sessions.key_generation; repeat it during a "
+        "rotation); default 0",
+    )
+    jwks.set_defaults(func=_jwks)
+
     wallet = sub.add_parser(
         "wallet",
         help="the operator wallet (talks to the running server)",
@@ -586,6 +602,26 @@ def _pubkey(args: argparse.Namespace) -> int:
         print(f"paygress: {exc}", file=sys.stderr)
         return 2
     print(lock_pubkey(seed))
+    return 0
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    import json
+
+    from paygress.cashu.nut13 import Seed
+    from paygress.config import ConfigError, load_mnemonic
+    from paygress.sessions import jwks
+
+    generations = args.generation or [0]
+    if any(g < 0 for g in generations):
+        print("paygress: a key generation is a number >= 0", file=sys.stderr)
+        return 2
+    try:
+        seed = Seed.from_mnemonic(load_mnemonic())
+    except (ConfigError, ValueError) as exc:
+        print(f"paygress: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(jwks(seed, dict.fromkeys(generations)), separators=(",", ":")))
     return 0
 
 

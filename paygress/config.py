@@ -173,6 +173,24 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionsConfig:
+    """Paid sessions: the allow of a time grant (per_second routes, pods) carries a signed
+    session (an ES256 JWT) that the proxy can verify itself (see paygress/sessions.py)."""
+
+    enabled: bool = setting(True, lambda v, w: _bool(v, w))
+    issuer: str = setting("paygress", lambda v, w: _str(v, w))
+    header: str = setting("x-paygress-session", lambda v, w: _session_header(v, w))
+    cookie: str = setting("", lambda v, w: _cookie_name(v, w))  # "" = no cookie
+    # Key rotation: the key signing new sessions, and older generations still accepted.
+    key_generation: int = setting(0, lambda v, w: _int(v, w))
+    accept_generations: tuple[int, ...] = setting((), lambda v, w: _int_list(v, w))
+    pod_max_seconds: int = setting(300, _at_least(lambda v, w, m: _int(v, w, m), 10))
+    # exp is signed this long before the paid end: the proxy's clock skew plus one second
+    # (deploy/envoy: skew 1, margin 2; Istio's RequestAuthentication: skew 60, margin 61).
+    expiry_margin_seconds: int = setting(2, lambda v, w: _int(v, w))
+
+
+@dataclass(frozen=True, slots=True)
 class FreeClientsConfig:
     """Clients that pass priced routes without paying: by source address, API key, or both
     (see paygress/core/free_clients.py)."""
@@ -233,6 +251,7 @@ class Config:
     mint_timeout_seconds: float = setting(1.0, lambda v, w: _float(v, w))
     payments: PaymentsConfig = section(PaymentsConfig)
     offline: OfflineConfig = section(OfflineConfig)
+    sessions: SessionsConfig = section(SessionsConfig)
     retry_after_seconds: int = setting(5, _at_least(lambda v, w, m: _int(v, w, m), 1))
     drain_seconds: float = setting(5.0, lambda v, w: _float(v, w))
     # After the drain: how long redemptions under way may take to finish before the process
@@ -729,6 +748,31 @@ def _file_mode(value: Any, where: str) -> int:
     if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value.strip()):
         return int(value.strip(), 8)
     raise ConfigError(f'{where}: must be an octal file mode such as "0660"')
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def _session_header(value: Any, where: str) -> str:
+    name = _header_name(value, where)
+    if name == "cookie" or (name.startswith("x-paygress-") and name != "x-paygress-session"):
+        raise ConfigError(f"{where}: {name!r} is a header Paygress or the proxy reads itself")
+    return name
+
+
+def _cookie_name(value: Any, where: str) -> str:
+    if value in (None, ""):
+        return ""
+    text = _str(value, where)
+    if not _TOKEN.fullmatch(text):
+        raise ConfigError(f"{where}: not a cookie name")
+    return text
+
+
+def _int_list(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list of integers")
+    return tuple(_int(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _tcp(value: Any, where: str) -> str:

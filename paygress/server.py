@@ -39,10 +39,12 @@ from paygress.core.budget import BudgetSettings, SwapBudget
 from paygress.core.gate import Gate, GateSettings
 from paygress.core.pod_access import DurablePaidEnds, PodAccess, PodPaths
 from paygress.core.ports import StoreUnavailable
+from paygress.core.session_access import SessionAccess, SessionSettings
 from paygress.event_loop import running_loop_name
-from paygress.http_adapter import ForwardAuth, metrics_app, start_site
+from paygress.http_adapter import ForwardAuth, Handler, metrics_app, start_site
 from paygress.metrics import PrometheusMetrics
 from paygress.pods import KubePods
+from paygress.sessions import SessionSigner
 from paygress.store.redis import RedisStore
 from paygress.store.redis_db import Connection
 from paygress.store.sqlite import SqliteStore
@@ -256,8 +258,9 @@ async def _assemble(
     metrics = PrometheusMetrics()
     metrics.dry_run.set(1 if config.dry_run else 0)
     wallet = _wallet(config, seed, store, metrics, resources)
-    pods, pod_access = await _pods(config, metrics, resources, store, seed)
-    gate = await _gate(config, wallet, store, pod_access, metrics, resources)
+    sessions = _sessions(config, seed)
+    pods, pod_access = await _pods(config, metrics, resources, store, seed, sessions)
+    gate = await _gate(config, wallet, store, pod_access, metrics, resources, sessions)
     tasks = BackgroundTasks()
     resources.push_async_callback(tasks.cancel_all)
     listening = await _listen(config, gate, wallet, metrics, resources)
@@ -346,6 +349,7 @@ async def _gate(
     pod_access: PodAccess | None,
     metrics: PrometheusMetrics,
     resources: contextlib.AsyncExitStack,
+    sessions: SessionAccess | None = None,
 ) -> Gate:
     """The decision, with the grants of the store loaded; at stop, redemptions under way get
     `shutdown_timeout_seconds` and counted usage is flushed."""
@@ -380,6 +384,7 @@ async def _gate(
             ),
             time.monotonic,
         ),
+        sessions=sessions,
     )
     await gate.start()
     resources.push_async_callback(gate.flush)
@@ -464,7 +469,7 @@ async def _listen(
     if config.listen.http:
         forward_auth = ForwardAuth(gate, trusted_hops=config.listen.http_trusted_hops)
         http_port = await _http_site(
-            resources, forward_auth.app(), config.listen.http, reuse_port=shared
+            resources, forward_auth.handle, config.listen.http, reuse_port=shared
         )
     if config.metrics_listen:
         metrics_port = await _http_site(resources, metrics_app(metrics), config.metrics_listen)
@@ -479,6 +484,7 @@ async def _pods(
     resources: contextlib.AsyncExitStack,
     store: Store,
     seed: Seed,
+    sessions: SessionAccess | None = None,
 ) -> tuple[KubePods | None, PodAccess | None]:
     """Pods for payment, when a route names a tier: the keeper follows the grant store's
     durable paid ends, and pod keys derive from the seed."""
@@ -498,8 +504,28 @@ async def _pods(
         config.tiers,
         time.time,
         owner_key=seed.purpose_key("pod-owner"),
+        sessions=sessions,
     )
     return pods, access
+
+
+def _sessions(config: Config, seed: Seed) -> SessionAccess | None:
+    """Paid sessions signed with the seed's session key (paygress/sessions.py)."""
+    s = config.sessions
+    if not s.enabled:
+        return None
+    signer = SessionSigner.from_seed(
+        seed, generation=s.key_generation, issuer=s.issuer, also_accept=s.accept_generations
+    )
+    # The proxy's JWKS (`paygress jwks`) must hold this kid.
+    log.info("sessions signed with key %s (generation %d)", signer.kid, s.key_generation)
+    settings = SessionSettings(
+        header=s.header,
+        cookie=s.cookie,
+        pod_max_seconds=s.pod_max_seconds,
+        expiry_margin_seconds=s.expiry_margin_seconds,
+    )
+    return SessionAccess(signer, settings)
 
 
 # -- gRPC ------------------------------------------------------------------------------------
@@ -570,7 +596,7 @@ async def _grpc_server(
 
 async def _http_site(
     resources: contextlib.AsyncExitStack,
-    app: web.Application,
+    app: web.Application | Handler,
     address: str,
     *,
     reuse_port: bool = False,

@@ -36,6 +36,7 @@ from paygress.core.ports import (
 from paygress.core.pricing import Mode, Pricing, RouteRule, normalize_mint_url
 from paygress.core.refusals import Refusals
 from paygress.core.responses import deny
+from paygress.core.session_access import SessionAccess
 from paygress.core.strip import present, unwanted_names
 
 log = logging.getLogger("paygress.gate")
@@ -115,6 +116,7 @@ class Gate:
         clock: Callable[[], float] = time.time,
         pods: PodAccess | None = None,
         budget: SwapBudget | None = None,
+        sessions: SessionAccess | None = None,
     ) -> None:
         self.pricing = pricing
         self.settings = settings
@@ -124,6 +126,7 @@ class Gate:
         self.clock = clock
         self.pods = pods
         self.budget = budget
+        self.sessions = sessions
         self.book = GrantBook()
         self.refusals: Refusals[Refusal] = Refusals(
             settings.refusals_max, settings.refusals_seconds, clock
@@ -265,6 +268,9 @@ class Gate:
                 return _free_client(entry, rule, self._removals(headers, spoofed))
         raw = _extract_token(headers)
         if raw is None:
+            session = self.sessions.presented(headers) if self.sessions is not None else None
+            if session is not None:
+                return self._session(session, rule, spoofed)
             return self._ask_payment(rule, 402, "payment_required", "Payment required.")
         if len(raw) > self.settings.max_token_bytes:
             return self._ask_payment(
@@ -365,7 +371,41 @@ class Gate:
             if len(self._time_allows) >= 4096:
                 self._time_allows.clear()
             allow = _paid(grant, (left_header, str(int(grant.expires_at))), remove)
+            # ...with a session for the client, and the paid end as the cache lifetime
+            if self.sessions is not None:
+                allow = self.sessions.with_session(allow, grant)
+            else:
+                allow = replace(allow, cache_until=grant.expires_at)
             self._time_allows[key] = allow
+        return allow
+
+    def _session(self, token: str, rule: RouteRule, spoofed: tuple[str, ...]) -> Decision:
+        """A request that presents a session instead of a token (the proxy did not verify it
+        itself): allowed when we signed it, for this route, before its paid end."""
+        assert self.sessions is not None
+        claims = self.sessions.read(token)
+        # (never for a counted route: a stateless credential cannot count requests)
+        if claims is None or claims.route != rule.name or rule.mode is Mode.PER_REQUEST:
+            why = "not one of ours" if claims is None else f"for route {claims.route!r}"
+            return self._ask_payment(
+                rule, 402, "session_invalid", f"The session is {why}; pay, or send the token."
+            )
+        if self.clock() >= claims.expires_at:
+            return self._ask_payment(
+                rule, 402, "session_expired", "The session's paid time is over."
+            )
+        allow = self.sessions.allow(claims, spoofed)
+        if claims.pod:
+            if self.pods is None or not self.pods.still_at(claims.pod, claims.destination):
+                return self._ask_payment(
+                    rule,
+                    402,
+                    "session_invalid",
+                    f"Pod {claims.pod} is no longer at the session's address; send the token "
+                    "for a new session.",
+                )
+            dst = (ORIGINAL_DST, claims.destination)
+            allow = replace(allow, upstream_headers=(dst, *allow.upstream_headers))
         return allow
 
     def _paid_request(

@@ -31,6 +31,9 @@ class Allow:
     upstream_headers: Headers = ()
     response_headers: Headers = ()
     remove_headers: tuple[str, ...] = ()
+    # Until when (Unix time) a proxy may reuse this allow for the same credentials without
+    # asking again: a time grant's or a session's paid end; 0 = never (counted grants, free).
+    cache_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

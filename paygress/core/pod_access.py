@@ -28,6 +28,7 @@ from paygress.core.ports import (
 )
 from paygress.core.pricing import Mode, RouteRule
 from paygress.core.responses import JSON, deny
+from paygress.core.session_access import SessionAccess
 from paygress.core.tiers import Tier, pod_name
 
 log = logging.getLogger("paygress.pods")
@@ -68,6 +69,7 @@ class PodAccess:
         retry_after_seconds: int = 2,
         *,
         owner_key: bytes,
+        sessions: SessionAccess | None = None,
     ) -> None:
         self.pods = pods
         self.paths = paths
@@ -77,6 +79,7 @@ class PodAccess:
         self.clock = clock
         self.retry_after = str(retry_after_seconds)
         self._owner_mac = hmac.new(owner_key, digestmod=hashlib.sha256)
+        self.sessions = sessions
 
     def key_of(self, pod: str) -> str:
         """The pod's key: what proves that a top-up comes from its payer."""
@@ -230,19 +233,29 @@ class PodAccess:
             return self._unavailable(grant, "pod_starting", message, state, key)
         expires = ("x-paygress-expires", str(int(grant.expires_at)))
         pod = ("x-paygress-pod", grant.pod)
+        destination = f"{state.ip}:{tier.port}"
+        # The payer's session names the pod's address: the proxy routes it there by itself.
+        session = self.sessions.issue(grant, destination) if self.sessions is not None else ()
         return Allow(
             reason="paid",
             upstream_headers=(
-                (ORIGINAL_DST, f"{state.ip}:{tier.port}"),
+                (ORIGINAL_DST, destination),
                 pod,
                 expires,
                 ("x-paygress-paid", str(grant.paid)),
                 ("x-paygress-unit", grant.unit),
                 ("x-paygress-route", grant.route),
             ),
-            response_headers=(pod, expires, key),
+            response_headers=(pod, expires, key, *session),
             remove_headers=_secrets(headers),
         )
+
+    def still_at(self, pod: str, destination: str) -> bool:
+        """Whether `pod` is reachable at `destination` (ip:port), as the watch last saw it."""
+        state = self.pods.state(pod)
+        if state is None or not state.reachable:
+            return False
+        return destination.rpartition(":")[0] == state.ip
 
     async def patch_expiry_annotation(self, pod: str, expires_at: float) -> None:
         """Sends the PATCH that moves the pod's expiry annotation to a paid end that is durable

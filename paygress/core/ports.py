@@ -248,6 +248,32 @@ class Pods(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SessionClaims:
+    """What a paid session says: the route it is for (its audience), the grant that paid for it,
+    the paid end (Unix seconds), what was paid, and for a pod grant the pod and its address."""
+
+    route: str
+    grant: str
+    expires_at: int
+    paid: int
+    unit: str
+    pod: str = ""
+    destination: str = ""  # ip:port of the pod
+
+
+class SessionTokens(Protocol):
+    """Signed sessions (paygress/sessions.py: JWTs the proxy verifies itself)."""
+
+    def sign(self, claims: SessionClaims, issued_at: int) -> str:
+        """A new session token carrying `claims`."""
+        ...
+
+    def read(self, token: str) -> SessionClaims | None:
+        """The claims of a token this service signed (signature and issuer checked), or None."""
+        ...
+
+
 class Metrics(Protocol):
     """Counters the core reports; the metrics module maps them to Prometheus."""
 

@@ -49,13 +49,16 @@ NUMBERS = (
     "payments.unproven_swaps.per_client_per_minute", "payments.unproven_swaps.per_client_burst",
     "limits.max_token_bytes", "limits.max_proofs", "routes[].price", "routes[].grants",
     "tiers[].port", "tiers[].rate_msat_per_second", "tiers[].min_seconds", "tiers[].max_seconds",
-    "store.timeout_seconds", "store.lease_requests", "workers",
+    "offline.locktime_margin_seconds", "offline.max_queue", "offline.batch_proofs",
+    "offline.interval_seconds", "sessions.key_generation", "sessions.pod_max_seconds",
+    "sessions.expiry_margin_seconds", "store.timeout_seconds", "store.lease_requests", "workers",
 )  # fmt: skip
 BOOLEANS = (
     "payments.require_dleq",
     "routes[].match.case_insensitive",
     "store.check_persistence",
     "offline.accept_locked",
+    "sessions.enabled",
 )
 LISTS = (
     "routes[].match.hosts",
@@ -128,6 +131,8 @@ LEVELS = [
     ("tiers[]", {"tiers": [{**TIER, BOGUS: 1}]}, schema_keys(SCHEMA["definitions"]["tier"])),
     ("kubernetes", {"kubernetes": {BOGUS: 1}}, set(KUBERNETES_VALUES.values())),
     ("payments", {"payments": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["payments"])),
+    ("offline", {"offline": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["offline"])),
+    ("sessions", {"sessions": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["sessions"])),
     ("store", {"store": {BOGUS: 1}}, schema_keys(CONFIG_SCHEMA["properties"]["store"])),
     (
         "payments.unproven_swaps",
@@ -200,11 +205,17 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
     """(where, base config, key, schema node) for every scalar key of the schema's config."""
     top = CONFIG_SCHEMA["properties"]
     for key, node in top.items():
-        if key in {"routes", "tiers", "limits", "payments", "free_clients", "store"}:
+        if key in {
+            "routes", "tiers", "limits", "payments", "free_clients", "store", "offline",
+            "sessions",
+        }:  # fmt: skip
             continue
         yield "", {"mints": [MINT]}, key, node
     for key, node in top["limits"]["properties"].items():
         yield "limits.", {"limits": {}}, key, node
+    for block in ("offline", "sessions"):
+        for key, node in top[block]["properties"].items():
+            yield f"{block}.", {block: {}}, key, node
     for key, node in top["store"]["properties"].items():
         yield "store.", {"store": {}}, key, node
     payments = top["payments"]["properties"]
@@ -233,8 +244,8 @@ def leaves() -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
 def with_value(base: dict[str, Any], where: str, key: str, value: Any) -> dict[str, Any]:
     raw = copy.deepcopy(base)
     target: dict[str, Any] = raw
-    if where == "limits.":
-        target = raw["limits"]
+    if where in ("limits.", "offline.", "sessions."):
+        target = raw[where[:-1]]
     elif where == "payments.":
         target = raw["payments"]
     elif where == "store.":

@@ -6,8 +6,10 @@ the tests exercise the file operators deploy:
 * listener -> ``127.0.0.1:<free port>``, admin -> ``127.0.0.1:<free port>``;
 * cluster ``upstream`` -> the given ``(host, port)``;
 * cluster ``paygress`` -> the given Unix socket path, or a TCP ``(host, port)``;
+* cluster ``paygress_http`` (deploy/envoy/envoy-http-authz.yaml) -> ``paygress_http``;
 * ``authz=False`` removes the ext_authz filter (and its per-route config and the ``paygress``
   cluster): the benchmark's "no auth" baseline;
+* ``jwks`` -> the inline JWKS of every ``jwt_authn`` provider (deploy/envoy/envoy-sessions.yaml);
 * ``mutate(config)`` for anything else a test needs to change.
 
 Several Envoys run side by side: each gets ``--base-id <random>`` and ``--disable-hot-restart``
@@ -38,6 +40,7 @@ from .procs import (
 ENVOY_BIN = VENV / "bin" / "envoy"
 DEFAULT_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 Config = dict[str, Any]
@@ -92,6 +95,19 @@ def ext_authz_config(config: Config) -> dict[str, Any]:
     raise KeyError("no ext_authz filter")
 
 
+def set_jwks(config: Config, jwks: str) -> None:
+    """Every jwt_authn provider verifies with `jwks` (a JWK Set, as `paygress jwks` prints it)."""
+    found = 0
+    for hcm in http_connection_managers(config):
+        for http_filter in hcm["http_filters"]:
+            if http_filter["name"] == JWT_FILTER:
+                for provider in http_filter["typed_config"]["providers"].values():
+                    provider["local_jwks"] = {"inline_string": jwks}
+                    found += 1
+    if not found:
+        raise KeyError("no jwt_authn provider to give a JWKS")
+
+
 def remove_ext_authz(config: Config) -> None:
     for hcm in http_connection_managers(config):
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
@@ -103,7 +119,9 @@ def remove_ext_authz(config: Config) -> None:
                     if not per_filter:
                         del route["typed_per_filter_config"]
     clusters = config["static_resources"]["clusters"]
-    config["static_resources"]["clusters"] = [c for c in clusters if c["name"] != "paygress"]
+    config["static_resources"]["clusters"] = [
+        c for c in clusters if c["name"] not in ("paygress", "paygress_http")
+    ]
 
 
 class EnvoyProxy(ManagedProcess):
@@ -124,6 +142,7 @@ class EnvoyProxy(ManagedProcess):
         upstream: tuple[str, int],
         paygress_socket: str | Path | None = None,
         paygress_tcp: tuple[str, int] | None = None,
+        paygress_http: tuple[str, int] | None = None,
         authz: bool = True,
         concurrency: int = 1,
         port: int | None = None,
@@ -133,6 +152,7 @@ class EnvoyProxy(ManagedProcess):
         config_path: str | Path = DEFAULT_CONFIG,
         mutate: Callable[[Config], None] | None = None,
         name: str | None = None,
+        jwks: str | None = None,
     ) -> None:
         super().__init__(workdir, name=name)
         if paygress_socket is not None and paygress_tcp is not None:
@@ -140,6 +160,7 @@ class EnvoyProxy(ManagedProcess):
         self.upstream = upstream
         self.paygress_socket = Path(paygress_socket) if paygress_socket is not None else None
         self.paygress_tcp = paygress_tcp
+        self.paygress_http = paygress_http
         self.authz = authz
         self.concurrency = concurrency
         self.port = port if port is not None else free_port()
@@ -148,6 +169,7 @@ class EnvoyProxy(ManagedProcess):
         self.access_log = access_log
         self.config_path = Path(config_path)
         self.mutate = mutate
+        self.jwks = jwks
         self.base_id = random.randint(1_000, 2_000_000_000)
         self.rendered_path = self.workdir / f"{self.name}.yaml"
         self.access_log_path = self.workdir / f"{self.name}-access.log"
@@ -175,6 +197,12 @@ class EnvoyProxy(ManagedProcess):
             set_cluster_address(config, "paygress", {"pipe": {"path": str(self.paygress_socket)}})
         elif self.paygress_tcp is not None:
             set_cluster_address(config, "paygress", _socket_address(*self.paygress_tcp))
+        elif self.paygress_http is not None:
+            set_cluster_address(config, "paygress_http", _socket_address(*self.paygress_http))
+            http_service = ext_authz_config(config)["http_service"]
+            http_service["server_uri"]["uri"] = "http://{}:{}".format(*self.paygress_http)
+        if self.jwks is not None:
+            set_jwks(config, self.jwks)
         if self.access_log:
             for hcm in http_connection_managers(config):
                 hcm["access_log"] = [

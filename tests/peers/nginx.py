@@ -8,7 +8,8 @@ so a config that drifts away from them fails loudly instead of being tested half
 * ``server 127.0.0.1:8080;`` (upstream ``app``) -> the given upstream address;
 * ``worker_processes ...;`` -> ``worker_processes 1;``, ``access_log ...;`` -> the workdir;
 
-and the process-level directives a test run needs are prepended: ``daemon off`` (so the
+and, when present, ``proxy_cache_path <dir>`` -> a directory in the workdir; and the
+process-level directives a test run needs are prepended: ``daemon off`` (so the
 master stays our child), ``pid``, ``error_log``, the temp paths inside the workdir, and
 ``user root`` when running as root (the workers would otherwise drop to ``nobody``, which
 cannot write the 0700 temp dir).
@@ -86,6 +87,12 @@ def render_config(
         (r"^()http\s*\{", "http {" + temp_paths, "http block"),
     ):
         text = _replace_once(text, pattern, replacement, what)
+    text = re.sub(
+        r"^(\s*proxy_cache_path\s+)\S+",
+        lambda m: m.group(1) + str(workdir / "cache"),
+        text,
+        flags=re.M,
+    )
     header = [
         "# --- added by tests/peers/nginx.py ---",
         "daemon off;",

@@ -54,3 +54,13 @@ def test_envoys_protobuf_types_are_spoken_by_one_module() -> None:
         if "v1" not in p.parts and any(n.startswith("envoy.") for n in imports_of(p))
     }
     assert speaking == {"grpc_adapter.py"}
+
+
+def test_jwts_are_spoken_by_one_module() -> None:
+    """Sessions are signed and read in paygress/sessions.py only; the core sees claims."""
+    speaking = {
+        p.name
+        for p in PACKAGE.rglob("*.py")
+        if "v1" not in p.parts and any(n.startswith("cryptography") for n in imports_of(p))
+    }
+    assert speaking == {"sessions.py"}
