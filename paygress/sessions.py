@@ -30,13 +30,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from paygress.cashu.nut13 import Seed
 from paygress.core.ports import SessionClaims
+from paygress.core.session_access import MAX_SESSION_BYTES
 
 ALG = "ES256"
 PURPOSE = "session"
 DEFAULT_ISSUER = "paygress"
 # The order of the P-256 group (FIPS 186-4, D.1.2.3).
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-MAX_SESSION_BYTES = 2048  # ours are ~400 bytes; anything much larger is not ours
 _SIGNATURE = ec.ECDSA(hashes.SHA256())
 
 

@@ -18,6 +18,9 @@ from paygress.core.model import Allow, Grant, Headers
 from paygress.core.ports import SessionClaims, SessionTokens
 
 SESSION_HEADER = "x-paygress-session"
+# Ours are ~400 bytes; anything much larger is not ours, and is neither verified nor remembered
+# (the read cache holds at most _CACHE_MAX * MAX_SESSION_BYTES of what clients send).
+MAX_SESSION_BYTES = 2048
 _CACHE_MAX = 4096
 
 
@@ -108,7 +111,10 @@ class SessionAccess:
 
     def read(self, token: str) -> SessionClaims | None:
         """The claims of a session we signed, or None; remembered either way (bounded), so a
-        replayed session, good or forged, costs no signature check."""
+        replayed session, good or forged, costs no signature check. One too long to be ours is
+        refused unread and not remembered."""
+        if len(token) > MAX_SESSION_BYTES:
+            return None
         try:
             return self._read[token]
         except KeyError:

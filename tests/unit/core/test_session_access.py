@@ -12,7 +12,7 @@ from paygress.core.model import Allow, Answer, HttpRequest
 from paygress.core.pod_access import PodAccess, PodPaths
 from paygress.core.ports import SessionClaims
 from paygress.core.pricing import Pricing
-from paygress.core.session_access import SessionAccess, SessionSettings
+from paygress.core.session_access import MAX_SESSION_BYTES, SessionAccess, SessionSettings
 from paygress.sessions import SessionSigner
 
 from .fakes import MINT, FakeStore, FakeWallet, make_token
@@ -152,6 +152,25 @@ async def test_a_forged_session_is_checked_once() -> None:
             "session_invalid"
         )
     assert reads == ["a.b.c"]
+
+
+async def test_a_session_too_long_to_be_ours_is_refused_unread_and_not_remembered() -> None:
+    gate, sessions, _, _, _ = make()
+    reads = []
+    real = sessions.tokens.read
+
+    def counting(token: str) -> SessionClaims | None:
+        reads.append(token)
+        return real(token)
+
+    sessions.tokens.read = counting  # type: ignore[method-assign]
+    for n in range(50):
+        forged = f"a.{'b' * (MAX_SESSION_BYTES + n)}.c"
+        assert reason(await gate.check(req("/live/x", **{"x-paygress-session": forged}))) == (
+            "session_invalid"
+        )
+    assert reads == []
+    assert sessions._read == {}
 
 
 async def test_a_token_wins_over_a_session() -> None:
