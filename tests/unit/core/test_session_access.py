@@ -137,9 +137,9 @@ async def test_a_session_is_judged_without_a_token_by_route_and_paid_end() -> No
     assert "x-cashu" in dict(expired.headers)  # with the payment request, as any 402
 
 
-async def test_a_forged_session_is_checked_once() -> None:
-    gate, sessions, _, _, _ = make()
-    reads = []
+def count_reads(sessions: SessionAccess) -> list[str]:
+    """The tokens the signer is asked to read from now on."""
+    reads: list[str] = []
     real = sessions.tokens.read
 
     def counting(token: str) -> SessionClaims | None:
@@ -147,6 +147,12 @@ async def test_a_forged_session_is_checked_once() -> None:
         return real(token)
 
     sessions.tokens.read = counting  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_forged_session_is_checked_once() -> None:
+    gate, sessions, _, _, _ = make()
+    reads = count_reads(sessions)
     for _ in range(3):
         assert reason(await gate.check(req("/live/x", **{"x-paygress-session": "a.b.c"}))) == (
             "session_invalid"
@@ -156,14 +162,7 @@ async def test_a_forged_session_is_checked_once() -> None:
 
 async def test_a_session_too_long_to_be_ours_is_refused_unread_and_not_remembered() -> None:
     gate, sessions, _, _, _ = make()
-    reads = []
-    real = sessions.tokens.read
-
-    def counting(token: str) -> SessionClaims | None:
-        reads.append(token)
-        return real(token)
-
-    sessions.tokens.read = counting  # type: ignore[method-assign]
+    reads = count_reads(sessions)
     for n in range(50):
         forged = f"a.{'b' * (MAX_SESSION_BYTES + n)}.c"
         assert reason(await gate.check(req("/live/x", **{"x-paygress-session": forged}))) == (
