@@ -317,6 +317,10 @@ async def test_a_client_sent_route_header_is_judged_by_paygress(stack: Stack, ki
     assert r.status_code == 402, r.text
     assert "x-cashu" in r.headers
     assert (await stack.checks(), await stack.authz_calls()) == (checks + 1, calls + 1)
+    # The composite filter passes a request on untouched when it fails to create ext_authz.
+    stats = await stack.envoy.stats("composite")
+    assert stats["http.ingress_http.composite.filter_delegation_error"] == 0
+    assert stats["http.ingress_http.composite.filter_delegation_success"] > 0
 
 
 async def test_underscored_copies_of_paid_headers_never_reach_the_upstream(stack: Stack) -> None:
