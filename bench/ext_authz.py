@@ -14,6 +14,9 @@ authorization path differs:
   (h)  Envoy's HTTP ext_authz (deploy/envoy/envoy-http-authz.yaml) to an empty aiohttp handler
        (bench/empty_http_authz.py, uvloop)
   (dh) as (d) over HTTP ext_authz: a Paygress of its own, its listen.http /envoy path
+  (jo) with --compare OTHER.yaml: (j) through another sessions config (e.g. an older
+       envoy-sessions.yaml: `git show REV:deploy/envoy/envoy-sessions.yaml > old.yaml`), in the
+       same run, head to head with (a) and (j)
 
 Envoy and wrk get one core, the authz servers the other. Two measurements:
 1. Rounds: each scenario alone for --seconds, the order rotated every round; medians of
@@ -26,7 +29,7 @@ Envoy and wrk get one core, the authz servers the other. Two measurements:
    the front core instead (neither calls an authz server): the ratio of Envoy's own cost.
 
     .venv/bin/python -m bench.ext_authz [--seconds 8] [--rounds 3]
-                                        [--h2h-seconds 4] [--h2h-rounds 4]
+                                        [--h2h-seconds 4] [--h2h-rounds 4] [--compare OTHER.yaml]
 Needs `wrk` (Debian package; installed on demand when running as root).
 """
 
@@ -290,6 +293,7 @@ PAIRS = (
     ("b", "b2"), ("c", "b"), ("d", "b"), ("d", "bu"), ("da", "b"), ("bu", "b"),
     ("a", "a2"), ("j", "a"), ("h", "b"), ("dh", "h"), ("dh", "d"),
 )  # fmt: skip
+COMPARE_PAIRS = (("jo", "a"), ("j", "jo"))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -343,6 +347,13 @@ async def main(args: argparse.Namespace) -> None:
                 work / f"e-{name}", upstream=nowhere, paygress_socket=socket,
                 config_path=CONFIG, jwks=keys, mutate=direct_response,
             ).start()  # fmt: skip
+        if args.compare is not None:  # (j) through another config, to the same Paygress
+            paygress = servers["paygress"]
+            assert isinstance(paygress, PaygressProcess)
+            envoys["compare"] = await EnvoyProxy(
+                work / "e-compare", upstream=nowhere, paygress_socket=paygress.socket_path,
+                config_path=args.compare, jwks=keys, mutate=direct_response,
+            ).start()  # fmt: skip
         cpus = sorted(os.sched_getaffinity(0))
         front, back = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 and args.pin else (set(cpus),) * 2
         for envoy in envoys.values():
@@ -390,8 +401,12 @@ async def main(args: argparse.Namespace) -> None:
                 "paygress-http", "/stream/x", tokens["paygress-http"], "dh paid (cached), HTTP"
             ),
         }
+        pairs: tuple[tuple[str, str], ...] = PAIRS
+        if args.compare is not None:
+            scenarios["jo"] = at("compare", "/stream/x", sessions["paygress"], "jo j, --compare")
+            pairs += COMPARE_PAIRS
         alone = [k for k in scenarios if k not in ("b2", "a2")]
-        results, h2h = measure(args, wrk, scenarios, alone, PAIRS, front)
+        results, h2h = measure(args, wrk, scenarios, alone, pairs, front)
         for proc in (*envoys.values(), *servers.values(), mint):
             await proc.stop()
         await wallet.aclose()
@@ -447,8 +462,11 @@ def report(
         ("h", "b"),
         ("dh", "d"),
         ("dh", "h"),
+        ("jo", "a"),
+        ("j", "jo"),
     ):
-        print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
+        if x in med and y in med:
+            print(f"   ratio {x}/{y}: {med[x].rps / med[y].rps:.3f}")
     print(
         f"\n2. Head to head: {args.h2h_rounds} x {args.h2h_seconds}s per pair, both loads at "
         "once, servers sharing one core; median [min..max] of req/s x over y"
@@ -467,6 +485,8 @@ def report(
             ("h", "b"): "an empty HTTP authz handler against an empty gRPC one",
             ("dh", "h"): "Paygress over HTTP against an empty HTTP handler: its own cost",
             ("dh", "d"): "Paygress cached paid: HTTP ext_authz against gRPC",
+            ("jo", "a"): "a paid session through the --compare config against no authorization",
+            ("j", "jo"): "a paid session: this config against the --compare one",
         },
     )
 
@@ -496,5 +516,11 @@ if __name__ == "__main__":
     load_arguments(parser)
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin processes to cores"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER.yaml",
+        help="also run (j) through this sessions config: scenario jo, pairs jo/a and j/jo",
     )
     asyncio.run(main(parser.parse_args()))

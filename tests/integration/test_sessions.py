@@ -287,6 +287,61 @@ async def test_a_bad_session_falls_through_to_paygress_and_its_402(stack: Stack,
         assert (await stack.checks(), await stack.authz_calls()) == (checks + 1, calls + 1)
 
 
+# A verified session is what sets x-paygress-route, and its presence is what spares a request
+# the ext_authz call: a client-sent copy must never do the same, with or without a session.
+FORGED_ROUTE: dict[str, tuple[str, Callable[[], list[tuple[str, str]]]]] = {
+    "no session, its own route": ("/stream/x", lambda: [("X-Paygress-Route", "stream")]),
+    "no session, a route without jwt_authn": ("/api/x", lambda: [("x-paygress-route", "stream")]),
+    "no session, the pod route": ("/pod/x", lambda: [("X-PAYGRESS-ROUTE", "pods")]),
+    "twice": ("/api/x", lambda: [("X-Paygress-Route", "stream"), ("X-Paygress-Route", "pods")]),
+    "a tampered session": (
+        "/stream/x",
+        lambda: [("X-Paygress-Session", tampered(signed())), ("X-Paygress-Route", "stream")],
+    ),
+    "another route's session": (
+        "/pod/x",
+        lambda: [("X-Paygress-Session", signed()), ("X-Paygress-Route", "pods")],
+    ),
+    "a valid session where it does not apply": (
+        "/api/x",
+        lambda: [("X-Paygress-Session", signed()), ("X-Paygress-Route", "stream")],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(FORGED_ROUTE))
+async def test_a_client_sent_route_header_is_judged_by_paygress(stack: Stack, kind: str) -> None:
+    path, make = FORGED_ROUTE[kind]
+    checks, calls = await stack.checks(), await stack.authz_calls()
+    r = await stack.http.get(path, headers=make())
+    assert r.status_code == 402, r.text
+    assert "x-cashu" in r.headers
+    assert (await stack.checks(), await stack.authz_calls()) == (checks + 1, calls + 1)
+    # The composite filter passes a request on untouched when it fails to create ext_authz.
+    stats = await stack.envoy.stats("composite")
+    assert stats["http.ingress_http.composite.filter_delegation_error"] == 0
+    assert stats["http.ingress_http.composite.filter_delegation_success"] > 0
+
+
+async def test_underscored_copies_of_paid_headers_never_reach_the_upstream(stack: Stack) -> None:
+    """With a valid session Paygress is not asked, so Envoy itself drops header names with
+    `_`, which a CGI-style upstream would read as the x-paygress-* headers."""
+    r = await stack.http.get(
+        "/stream/x",
+        headers={"X-Paygress-Session": signed(), "X_Paygress_Paid": "1000000", "X_Cashu": "x"},
+    )
+    assert r.status_code == 200, r.text
+    seen = r.json()["headers"]
+    assert seen["x-paygress-paid"] == "1" and not [k for k in seen if "_" in k]
+
+
+async def test_health_is_answered_without_paygress(stack: Stack) -> None:
+    checks, calls = await stack.checks(), await stack.authz_calls()
+    r = await stack.http.get("/healthz")
+    assert r.status_code == 200 and r.text == "ok\n"
+    assert (await stack.checks(), await stack.authz_calls()) == (checks, calls)
+
+
 async def test_paygress_down_sessions_work_until_their_end_new_payments_fail_closed(
     stack: Stack,
 ) -> None:
