@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from paygress.config import ConfigError, parse_config
+from paygress.workers import worker_config
 from tests.deploy.chart_render import NAMESPACE, Helm, RenderError, documents
 from tests.deploy.gotemplate import PLACEHOLDER, strip_actions
 from tests.deploy.paths import CHART, EXAMPLES, REPO, TEMPLATES
@@ -601,6 +602,53 @@ def test_rendered_redis_mode(rendered: dict[str, list[dict[str, Any]]]) -> None:
         "to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}],
         "ports": [{"port": 6380, "protocol": "TCP"}],
     } in policy["spec"]["egress"]
+
+
+def _with_workers(tmp_path: Path, workers: int, **ports: int) -> Path:
+    values = yaml.safe_load((CHART / "examples" / "values-redis.yaml").read_text(encoding="utf-8"))
+    values["config"]["workers"] = workers
+    values["serviceMonitor"] = {"enabled": True}
+    values["networkPolicy"] = {**values.get("networkPolicy", {}), "enabled": True}
+    values["networkPolicy"]["metricsFrom"] = [{"namespaceSelector": {}}]
+    values["ports"] = {**values.get("ports", {}), **ports}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def test_every_worker_is_scraped_once(helm: Helm, tmp_path: Path) -> None:
+    """Each worker serves its own /metrics on the port Paygress gives it: the pod declares,
+    the Service exposes, the ServiceMonitor scrapes and the NetworkPolicy admits every one."""
+    docs = documents(helm.template(CHART, _with_workers(tmp_path, 3)))
+    config = parse_config(_config_of(docs), env={})
+    served = [
+        int(str(worker_config(config, i).metrics.listen).rpartition(":")[2]) for i in range(3)
+    ]
+    assert len(set(served)) == 3
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+    names = ["metrics", "metrics-1", "metrics-2"]
+    assert [declared[n] for n in names] == served
+    service = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
+    assert [(service[n]["port"], service[n]["targetPort"]) for n in names] == [
+        (port, name) for port, name in zip(served, names, strict=True)
+    ]
+    endpoints = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert [e["port"] for e in endpoints] == names
+    ingress = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    admitted = [
+        p
+        for rule in ingress
+        for p in rule.get("ports", [])
+        if p["port"] == served[0] and p.get("endPort") == served[-1]
+    ]
+    assert admitted, ingress
+
+
+def test_a_port_among_the_workers_metrics_ports_is_refused(helm: Helm, tmp_path: Path) -> None:
+    path = _with_workers(tmp_path, 3, metrics=9000, grpc=9002)
+    with pytest.raises(RenderError, match=r"ports\.grpc \(9002\) is among the workers' metrics"):
+        helm.template(CHART, path)
 
 
 @pytest.mark.parametrize(

@@ -134,9 +134,36 @@ updates and the autoscaler to the Redis store): Redis needs a URL; workers need 
 {{- if and (include "paygress.redis" .) (not (dig "store" "url" "" .Values.config)) (not (and .Values.redis.existingSecret .Values.redis.urlKey)) }}
 {{- fail "the redis store needs a URL: config.store.url, or redis.existingSecret with redis.urlKey" }}
 {{- end }}
-{{- if and (gt (int (.Values.config.workers | default 1)) 1) .Values.gateway.shareSocket }}
+{{- $workers := int (include "paygress.workers" .) }}
+{{- if and (gt $workers 1) .Values.gateway.shareSocket }}
 {{- fail "gateway.shareSocket needs config.workers: 1 (each worker has its own socket; the gateway calls 127.0.0.1:9001, shared by the workers)" }}
 {{- end }}
+{{- if .Values.metrics.enabled }}
+{{- $first := int .Values.ports.metrics }}
+{{- $last := add $first $workers -1 }}
+{{- range $name := list "grpc" "http" }}
+{{- $port := int (get $.Values.ports $name) }}
+{{- if and (ge $port $first) (le $port $last) }}
+{{- fail (printf "ports.%s (%d) is among the workers' metrics ports %d-%d (ports.metrics + worker index): move one of them" $name $port $first $last) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+How many worker processes a pod runs (config.workers).
+*/}}
+{{- define "paygress.workers" -}}
+{{- int (.Values.config.workers | default 1) -}}
+{{- end }}
+
+{{/*
+The name of worker N's metrics port: metrics, metrics-1, metrics-2, … Each worker serves its
+own /metrics on ports.metrics + N (paygress/workers.py); a scrape must reach every one of them,
+each once.
+*/}}
+{{- define "paygress.metricsPortName" -}}
+{{- if eq (int .) 0 }}metrics{{ else }}metrics-{{ . }}{{ end }}
 {{- end }}
 
 {{/*
@@ -270,9 +297,11 @@ ports:
     protocol: TCP
   {{- end }}
   {{- if $v.metrics.enabled }}
-  - name: metrics
-    containerPort: {{ $v.ports.metrics }}
+  {{- range $i := until (int (include "paygress.workers" $root)) }}
+  - name: {{ include "paygress.metricsPortName" $i }}
+    containerPort: {{ add $v.ports.metrics $i }}
     protocol: TCP
+  {{- end }}
   {{- end }}
 {{- with $v.probes.startup }}
 {{- if .enabled }}
