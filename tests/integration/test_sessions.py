@@ -24,11 +24,17 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 
 from paygress.cashu.nut13 import Seed
+from paygress.core.free_clients import DEFAULT_KEY_HEADER
+from paygress.core.gate import TRUSTED_HEADERS
+from paygress.core.pod_access import KEY_HEADER as POD_KEY_HEADER
 from paygress.core.ports import SessionClaims
+from paygress.core.strip import unwanted_names
 from paygress.sessions import SessionSigner, jwks
 from tests.integration import test_pods_e2e as pods_e2e
+from tests.integration.raw_http import fetch_raw, get
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.kubeapi import FakeKubeApi
 from tests.peers.mint import NutshellMint
@@ -333,6 +339,91 @@ async def test_underscored_copies_of_paid_headers_never_reach_the_upstream(stack
     assert r.status_code == 200, r.text
     seen = r.json()["headers"]
     assert seen["x-paygress-paid"] == "1" and not [k for k in seen if "_" in k]
+
+
+def forged_trusted_headers() -> dict[str, str]:
+    """Every client copy of a header an upstream trusts, and the client's own keys, as
+    Paygress strips them (Envoy drops the `_` spellings itself)."""
+    names = unwanted_names(TRUSTED_HEADERS, DEFAULT_KEY_HEADER, POD_KEY_HEADER)
+    return {name: "forged" for name in sorted(names) if "_" not in name}
+
+
+def test_envoy_strips_what_paygress_strips_from_a_request_it_is_not_asked_about() -> None:
+    """The composite's header list is Paygress's own (tests/peers keep no copy of it): every
+    name that jwt_authn does not set from the session's claims."""
+    config = yaml.safe_load(SESSIONS_YAML.read_text(encoding="utf-8"))
+    (listener,) = config["static_resources"]["listeners"]
+    (hcm,) = listener["filter_chains"][0]["filters"]
+    filters = {f["name"]: f["typed_config"] for f in hcm["typed_config"]["http_filters"]}
+    provider = filters["envoy.filters.http.jwt_authn"]["providers"]["paygress"]
+    from_claims = {c["header_name"] for c in provider["claim_to_headers"]}
+    (matcher,) = filters["envoy.filters.http.ext_authz"]["xds_matcher"]["matcher_list"]["matchers"]
+    action = matcher["on_match"]["action"]["typed_config"]["typed_config"]["typed_config"]
+    removed = {m["remove"] for m in action["mutations"]["request_mutations"]}
+    assert removed == set(forged_trusted_headers()) - from_claims
+
+
+async def test_forged_trusted_headers_never_reach_the_upstream_with_a_session(
+    stack: Stack,
+) -> None:
+    checks = await stack.checks()
+    forged = forged_trusted_headers()
+    r = await stack.http.get("/stream/x", headers={"X-Paygress-Session": signed(), **forged})
+    assert r.status_code == 200, r.text
+    seen = r.json()["headers"]
+    assert {k: seen[k] for k in forged if k in seen} == {
+        "x-paygress-route": "stream",
+        "x-paygress-grant": "0123456789abcdef",
+        "x-paygress-paid": "1",
+        "x-paygress-unit": "sat",
+        "x-paygress-expires": seen["x-paygress-expires"],
+    }
+    assert seen["x-paygress-expires"] != "forged"
+    assert await stack.checks() == checks
+
+
+async def test_a_token_in_authorization_beside_a_session_is_judged_by_paygress(
+    stack: Stack,
+) -> None:
+    """Envoy cannot remove Authorization only when it holds a token, so such a request goes to
+    Paygress, where a token wins over a session (here: not a valid one, 400) and never reaches
+    the upstream; an upstream's own Authorization passes with the session alone."""
+    session = signed()
+    checks, served = await stack.checks(), stack.upstream.count
+    r = await stack.http.get(
+        "/stream/x", headers={"X-Paygress-Session": session, "Authorization": "CASHU cashuBxyz"}
+    )
+    assert (r.status_code, r.json()["reason"]) == (400, "malformed"), r.text
+    assert (await stack.checks(), stack.upstream.count) == (checks + 1, served)
+    r = await stack.http.get(
+        "/stream/x", headers={"X-Paygress-Session": session, "Authorization": "Bearer app"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["headers"]["authorization"] == "Bearer app"
+    assert await stack.checks() == checks + 1
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        # Envoy decodes %2e%2e; to ..; after /stream/ matched; Tomcat/Jetty/Spring read it as
+        # `..`: Paygress prices /api/x, which a stream session does not pay for.
+        ("/stream/%2e%2e;/api/x", 402),
+        ("/stream/.%2E;/api/x", 402),
+        ("/stream/a/%2e%2e;jsessionid=1/%2e%2e;/api/x", 402),
+        # A path parameter that stays on the route: Paygress accepts the session itself.
+        ("/stream/x;jsessionid=1", 200),
+    ],
+)
+async def test_a_path_with_a_semicolon_is_judged_by_paygress_even_with_a_session(
+    stack: Stack, target: str, status: int
+) -> None:
+    checks = await stack.checks()
+    answer, body = await fetch_raw(stack.envoy.url, get(target, **{"X-Paygress-Session": signed()}))
+    assert answer == status, body
+    if status == 402:
+        assert json.loads(body)["reason"] == "session_invalid"
+    assert await stack.checks() == checks + 1
 
 
 async def test_health_is_answered_without_paygress(stack: Stack) -> None:
