@@ -349,18 +349,32 @@ def forged_trusted_headers() -> dict[str, str]:
 
 
 def test_envoy_strips_what_paygress_strips_from_a_request_it_is_not_asked_about() -> None:
-    """The composite's header list is Paygress's own (tests/peers keep no copy of it): every
-    name that jwt_authn does not set from the session's claims."""
+    """Taken together, the early header mutation, jwt_authn's claim headers and each session
+    route's removals cover Paygress's own list (tests keep no copy of it); the one exception
+    is x-paygress-pod on a tier route, which Paygress sets there (a client's copy reaches only
+    the payer's own pod)."""
     config = yaml.safe_load(SESSIONS_YAML.read_text(encoding="utf-8"))
     (listener,) = config["static_resources"]["listeners"]
     (hcm,) = listener["filter_chains"][0]["filters"]
-    filters = {f["name"]: f["typed_config"] for f in hcm["typed_config"]["http_filters"]}
+    manager = hcm["typed_config"]
+    (early,) = manager["early_header_mutation_extensions"]
+    removed_early = {m["remove"] for m in early["typed_config"]["mutations"]}
+    filters = {f["name"]: f["typed_config"] for f in manager["http_filters"]}
     provider = filters["envoy.filters.http.jwt_authn"]["providers"]["paygress"]
     from_claims = {c["header_name"] for c in provider["claim_to_headers"]}
-    (matcher,) = filters["envoy.filters.http.ext_authz"]["xds_matcher"]["matcher_list"]["matchers"]
-    action = matcher["on_match"]["action"]["typed_config"]["typed_config"]["typed_config"]
-    removed = {m["remove"] for m in action["mutations"]["request_mutations"]}
-    assert removed == set(forged_trusted_headers()) - from_claims
+    routes = {
+        r["match"].get("prefix"): r for r in manager["route_config"]["virtual_hosts"][0]["routes"]
+    }
+    left = {
+        prefix: set(forged_trusted_headers())
+        - removed_early
+        - from_claims
+        - set(routes[prefix]["request_headers_to_remove"])
+        for prefix in ("/stream/", "/pod/")
+    }
+    assert left == {"/stream/": set(), "/pod/": {"x-paygress-pod"}}
+    # and nothing Paygress reads from a client is removed before it is asked
+    assert not removed_early & {"x-paygress-pod", POD_KEY_HEADER, DEFAULT_KEY_HEADER}
 
 
 async def test_forged_trusted_headers_never_reach_the_upstream_with_a_session(
