@@ -17,10 +17,10 @@ import httpx
 import pytest_asyncio
 
 from tests.integration.test_sessions import MNEMONIC as SESSIONS_MNEMONIC
-from tests.integration.test_sessions import checks_at, claims_of, pay, signed
+from tests.integration.test_sessions import claims_of, pay, signed
 from tests.peers.mint import NutshellMint
 from tests.peers.nginx import NginxProxy
-from tests.peers.paygress import UNTHROTTLED, PaygressProcess
+from tests.peers.paygress import UNTHROTTLED, PaygressProcess, checks_at
 from tests.peers.procs import LOOPBACK, free_port, wait_for_http
 from tests.peers.proxy import CountingProxy
 from tests.peers.traefik import TraefikProxy

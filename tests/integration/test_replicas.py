@@ -24,7 +24,7 @@ import httpx
 from paygress.cashu.nut13 import Seed
 from tests.peers.envoy import EnvoyProxy, find_cluster
 from tests.peers.mint import NutshellMint
-from tests.peers.paygress import UNTHROTTLED, PaygressProcess
+from tests.peers.paygress import UNTHROTTLED, PaygressProcess, checks_at
 from tests.peers.procs import LOOPBACK, VENV, free_port
 from tests.peers.proxy import CountingProxy
 from tests.peers.redis import RedisServer
@@ -312,12 +312,11 @@ async def test_two_workers_in_one_pod_serve_one_token_exactly(
             assert statuses == Counter({200: 10, 402: 20}), statuses
             assert s.swaps() == 1
             assert await s.balance(0) == (20, 0), "worker 0 serves the wallet admin"
-            checks = []
             async with httpx.AsyncClient(trust_env=False) as client:
-                for port in (metrics, metrics + 1):
-                    text = (await client.get(f"http://{LOOPBACK}:{port}/metrics")).text
-                    found = re.findall(r"^paygress_checks_total\{[^}]*\} (\S+)$", text, re.M)
-                    checks.append(sum(float(v) for v in found))
+                checks = [
+                    await checks_at(client, f"http://{LOOPBACK}:{port}/metrics")
+                    for port in (metrics, metrics + 1)
+                ]
             assert all(c > 5 for c in checks), f"Envoy balanced over both workers: {checks}"
         await envoy.stop()
         assert await paygress.stop() == 0, "SIGTERM drains every worker, the supervisor exits 0"

@@ -38,7 +38,7 @@ from tests.integration.raw_http import fetch_raw, get
 from tests.peers.envoy import EnvoyProxy
 from tests.peers.kubeapi import FakeKubeApi
 from tests.peers.mint import NutshellMint
-from tests.peers.paygress import UNTHROTTLED, PaygressProcess
+from tests.peers.paygress import UNTHROTTLED, PaygressProcess, checks_at
 from tests.peers.procs import LOOPBACK, REPO_ROOT, free_port
 from tests.peers.proxy import CountingProxy
 from tests.peers.upstream import EchoUpstream
@@ -81,14 +81,6 @@ def config(mint_url: str, state: Path, metrics_port: int) -> dict[str, Any]:
             {"name": "api", "match": {"path_prefix": "/api/"}, "price": 1},
         ],
     }
-
-
-async def checks_at(http: httpx.AsyncClient, metrics_url: str) -> int:
-    """Decisions Paygress made so far (paygress_checks_total, all labels), whichever port
-    asked."""
-    text = (await http.get(metrics_url)).text
-    found = re.findall(r"^paygress_checks_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-    return int(sum(float(v) for v in found))
 
 
 @dataclass

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -134,3 +136,11 @@ class PaygressProcess(ManagedProcess):
                 await asyncio.sleep(0.05)
             else:
                 raise TimeoutError(f"gRPC health of {socket} never SERVING (last: {last})")
+
+
+async def checks_at(http: httpx.AsyncClient, metrics_url: str) -> int:
+    """Decisions a Paygress process made so far (paygress_checks_total, all labels), whichever
+    port asked: read from its /metrics at `metrics_url`."""
+    text = (await http.get(metrics_url)).text
+    found = re.findall(r"^paygress_checks_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    return int(sum(float(v) for v in found))
