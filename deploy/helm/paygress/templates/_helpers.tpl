@@ -128,7 +128,8 @@ The Secret holding the wallet mnemonic (required).
 
 {{/*
 What the schema cannot check (values.schema.json already limits replicas, workers, rolling
-updates and the autoscaler to the Redis store): Redis needs a URL; workers need TCP.
+updates and the autoscaler to the Redis store): Redis needs a URL; workers need TCP; the
+workers' metrics ports (ports.metrics + index) must not take the gRPC or HTTP port.
 */}}
 {{- define "paygress.checkStore" -}}
 {{- if and (include "paygress.redis" .) (not (dig "store" "url" "" .Values.config)) (not (and .Values.redis.existingSecret .Values.redis.urlKey)) }}
